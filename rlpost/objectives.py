@@ -1,0 +1,455 @@
+"""Objective registry: named presets that compose core parts into one objective.
+
+A preset is an `ObjectiveConfig` naming five orthogonal parts:
+
+  advantage    an entry of ADVANTAGES   (rewards [P, G] -> token advantages [B, T])
+  surrogate    an entry of SURROGATES   (per-token loss with its hyperparameters)
+  agg_mode     an aggregation mode of `rlpost.core.aggregate_loss`
+  KL           estimator, coefficient and placement ("loss", "reward" or None)
+  selectors    names from SELECTORS (group filters at rollout time, token masks at loss time)
+
+`objective(name, **overrides)` returns an `Objective` with the two pure steps a trainer needs:
+`compute_advantages(...)` and `loss(batch) -> (scalar, metrics)` (plus `loss_parts` for
+micro-batches). Adding a paper is one core function plus one `register_*` call and one preset; no
+trainer changes.
+
+This module imports only `rlpost.core`.
+"""
+
+import dataclasses
+import difflib
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from rlpost import core
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+
+# --------------------------------------------------------------------------------------------------
+# Part registries.
+
+
+@dataclasses.dataclass(frozen=True)
+class AdvantageSpec:
+  """An advantage estimator.
+
+  `fn(rewards[P, G], mask[B, T], *, state, prompt_ids, batch, **kwargs) -> (adv[B, T], state)`.
+  `token_level` estimators take per-token rewards (so KL may be placed in the reward).
+  """
+
+  fn: Callable[..., tuple[Array, Any]]
+  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  init_state: Callable[..., Any] | None = None
+  token_level: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class SurrogateSpec:
+  """A per-token surrogate `fn(logp, old_logp, advantages, mask, **kwargs) -> (loss, aux)`."""
+
+  fn: Callable[..., tuple[Array, dict[str, Array]]]
+  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectorSpec:
+  """A selector. stage "groups": `fn(rewards[P, G], **kw) -> keep[P]`;
+  stage "tokens": `fn(batch, **kw) -> mask[B, T]` multiplied into the loss mask."""
+
+  fn: Callable[..., Array]
+  stage: str
+  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+ADVANTAGES: dict[str, AdvantageSpec] = {}
+SURROGATES: dict[str, SurrogateSpec] = {}
+SELECTORS: dict[str, SelectorSpec] = {}
+PRESETS: dict[str, "ObjectiveConfig"] = {}
+
+
+def _unknown(kind: str, name: str, valid) -> ValueError:
+  valid = sorted(valid)
+  close = difflib.get_close_matches(name, valid, n=1)
+  hint = f" (did you mean {close[0]!r}?)" if close else ""
+  return ValueError(f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}")
+
+
+def register_advantage(name: str, spec: AdvantageSpec) -> None:
+  ADVANTAGES[name] = spec
+
+
+def register_surrogate(name: str, spec: SurrogateSpec) -> None:
+  SURROGATES[name] = spec
+
+
+def register_selector(name: str, spec: SelectorSpec) -> None:
+  if spec.stage not in ("groups", "tokens"):
+    raise ValueError(f"selector stage must be 'groups' or 'tokens'; got {spec.stage!r}")
+  SELECTORS[name] = spec
+
+
+def _stateless(fn):
+  def wrapped(rewards, mask, *, state=None, prompt_ids=None, batch=None, **kwargs):
+    del prompt_ids, batch
+    return fn(rewards, mask, **kwargs), state
+  return wrapped
+
+
+register_advantage("grpo", AdvantageSpec(
+    _stateless(lambda r, m, *, eps, scale_by_std: core.broadcast_to_tokens(
+        core.grpo_advantages(r, eps=eps, scale_by_std=scale_by_std), m)),
+    defaults={"eps": 1e-6, "scale_by_std": True}))
+register_advantage("rloo", AdvantageSpec(
+    _stateless(lambda r, m: core.broadcast_to_tokens(core.rloo_advantages(r), m))))
+register_advantage("reinforce_pp_baseline", AdvantageSpec(
+    _stateless(lambda r, m, *, eps: core.reinforce_pp_baseline_advantages(r, m, eps=eps)),
+    defaults={"eps": 1e-8}))
+register_advantage("reinforce_pp", AdvantageSpec(
+    _stateless(lambda tr, m, *, gamma, eps: core.reinforce_pp_advantages(tr, m, gamma=gamma,
+                                                                          eps=eps)),
+    defaults={"gamma": 1.0, "eps": 1e-8}, token_level=True))
+
+
+def _gae_advantage(token_rewards, mask, *, state=None, prompt_ids=None, batch=None, gamma, lambda_,
+                   whiten):
+  del prompt_ids
+  if batch is None or "values" not in batch:
+    raise ValueError("the 'gae' advantage needs batch['values'] ([B, T] critic values)")
+  adv, _ = core.token_gae_advantages(token_rewards, batch["values"], mask, gamma=gamma,
+                                     lambda_=lambda_, whiten=whiten)
+  return adv, state
+
+
+register_advantage("gae", AdvantageSpec(
+    _gae_advantage, defaults={"gamma": 1.0, "lambda_": 1.0, "whiten": True}, token_level=True))
+
+register_surrogate("ppo_clip", SurrogateSpec(
+    core.ppo_clip_loss_per_token, defaults={"clip_low": 0.2, "clip_high": 0.2, "dual_clip": None}))
+register_surrogate("gspo", SurrogateSpec(
+    core.gspo_loss_per_token, defaults={"clip_low": 3e-4, "clip_high": 4e-4}))
+register_surrogate("cispo", SurrogateSpec(
+    core.cispo_loss_per_token, defaults={"is_clip_low": None, "is_clip_high": 4.0}))
+register_surrogate("pg", SurrogateSpec(
+    lambda logp, old_logp, adv, mask: core.pg_loss_per_token(logp, adv, mask)))
+
+register_selector("dynamic_sampling", SelectorSpec(
+    lambda rewards: core.dynamic_sampling_mask(rewards), stage="groups"))
+
+# --------------------------------------------------------------------------------------------------
+# Configs and presets.
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+  """One objective: five parts plus their hyperparameters, validated on construction.
+
+  `advantage_kwargs` / `surrogate_kwargs` / `selector_kwargs` hold the parts' hyperparameters;
+  `objective(name, clip_high=0.28)` routes a flat override to the part that owns the key.
+  """
+
+  name: str
+  advantage: str
+  surrogate: str
+  agg_mode: str
+  kl_estimator: str = "k3"
+  kl_coef: float = 0.0
+  kl_placement: str | None = None  # "loss", "reward" or None (no KL)
+  selectors: tuple[str, ...] = ()
+  loss_scale_factor: float | None = None
+  advantage_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  surrogate_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  selector_kwargs: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  tis_cap: float | None = None  # truncated-IS cap for sampler/trainer mismatch; None = off
+  min_group_size: int = 2
+  overlong_buffer: int | None = None  # DAPO soft overlong punishment (tokens); None = off
+  overlong_factor: float = 1.0
+  paper: str = ""
+
+  def __post_init__(self):
+    if self.advantage not in ADVANTAGES:
+      raise _unknown("advantage estimator", self.advantage, ADVANTAGES)
+    if self.surrogate not in SURROGATES:
+      raise _unknown("surrogate", self.surrogate, SURROGATES)
+    if self.agg_mode not in core.AGG_MODES:
+      raise _unknown("agg_mode", self.agg_mode, core.AGG_MODES)
+    if self.kl_estimator not in core.KL_ESTIMATORS:
+      raise _unknown("kl_estimator", self.kl_estimator, core.KL_ESTIMATORS)
+    if self.kl_placement not in (None, "loss", "reward"):
+      raise ValueError(f"kl_placement must be 'loss', 'reward' or None; got {self.kl_placement!r}")
+    if self.kl_coef < 0:
+      raise ValueError(f"kl_coef must be >= 0; got kl_coef={self.kl_coef}")
+    if self.kl_placement == "reward" and not ADVANTAGES[self.advantage].token_level:
+      raise ValueError(
+          f"kl_placement='reward' needs a token-level advantage estimator (reinforce_pp, gae); "
+          f"{self.advantage!r} uses outcome rewards only")
+    for s in self.selectors:
+      if s not in SELECTORS:
+        raise _unknown("selector", s, SELECTORS)
+    _check_kwargs("advantage", self.advantage, self.advantage_kwargs, ADVANTAGES[self.advantage])
+    _check_kwargs("surrogate", self.surrogate, self.surrogate_kwargs, SURROGATES[self.surrogate])
+    skw = dict(self.surrogate_kwargs)
+    for low_key, high_key in (("clip_low", "clip_high"), ("is_clip_low", "is_clip_high")):
+      low, high = skw.get(low_key), skw.get(high_key)
+      if low is not None and not 0.0 <= low < 1.0:
+        raise ValueError(f"{low_key} must be in [0, 1); got {low_key}={low}")
+      if high is not None and high < 0.0:
+        raise ValueError(f"{high_key} must be >= 0; got {high_key}={high}")
+    if skw.get("dual_clip") is not None and skw["dual_clip"] <= 1.0:
+      raise ValueError(f"dual_clip must be > 1 or None; got dual_clip={skw['dual_clip']}")
+    if self.loss_scale_factor is not None and self.loss_scale_factor <= 0:
+      raise ValueError(f"loss_scale_factor must be > 0; got {self.loss_scale_factor}")
+    if self.tis_cap is not None and self.tis_cap <= 0:
+      raise ValueError(f"tis_cap must be > 0 or None; got tis_cap={self.tis_cap}")
+    if self.min_group_size < 1:
+      raise ValueError(f"min_group_size must be >= 1; got {self.min_group_size}")
+    if self.overlong_buffer is not None and self.overlong_buffer <= 0:
+      raise ValueError(f"overlong_buffer must be > 0 tokens or None; got {self.overlong_buffer}")
+
+
+def _check_kwargs(kind, name, kwargs, spec) -> None:
+  for k in kwargs:
+    if k not in spec.defaults:
+      raise ValueError(f"{kind} {name!r} has no hyperparameter {k!r}; valid: "
+                       f"{', '.join(sorted(spec.defaults)) or '(none)'}")
+
+
+def register_preset(config: ObjectiveConfig) -> ObjectiveConfig:
+  PRESETS[config.name] = _with_part_defaults(config)
+  return PRESETS[config.name]
+
+
+def _with_part_defaults(config: ObjectiveConfig) -> ObjectiveConfig:
+  """Pins every part default explicitly into the config (so each preset states all its values)."""
+  adv = {**ADVANTAGES[config.advantage].defaults, **config.advantage_kwargs}
+  sur = {**SURROGATES[config.surrogate].defaults, **config.surrogate_kwargs}
+  sel = {s: {**SELECTORS[s].defaults, **config.selector_kwargs.get(s, {})} for s in config.selectors}
+  return dataclasses.replace(config, advantage_kwargs=adv, surrogate_kwargs=sur, selector_kwargs=sel)
+
+
+register_preset(ObjectiveConfig(
+    name="ppo", advantage="gae", surrogate="ppo_clip", agg_mode="token_mean",
+    advantage_kwargs={"gamma": 1.0, "lambda_": 1.0, "whiten": True},
+    surrogate_kwargs={"clip_low": 0.2, "clip_high": 0.2, "dual_clip": 3.0},
+    kl_estimator="k1", kl_coef=0.001, kl_placement="reward",
+    paper="PPO (arXiv 1707.06347) with GAE (arXiv 1506.02438); verl defaults"))
+register_preset(ObjectiveConfig(
+    name="grpo", advantage="grpo", surrogate="ppo_clip", agg_mode="seq_mean_token_mean",
+    advantage_kwargs={"eps": 1e-6, "scale_by_std": True},
+    surrogate_kwargs={"clip_low": 0.2, "clip_high": 0.2, "dual_clip": None},
+    kl_estimator="k3", kl_coef=0.04, kl_placement="loss",
+    paper="DeepSeekMath GRPO (arXiv 2402.03300): beta 0.04, eps 0.2, seq-mean-token-mean"))
+register_preset(ObjectiveConfig(
+    name="dr_grpo", advantage="grpo", surrogate="ppo_clip", agg_mode="seq_mean_token_sum_norm",
+    advantage_kwargs={"eps": 1e-6, "scale_by_std": False},
+    surrogate_kwargs={"clip_low": 0.2, "clip_high": 0.2, "dual_clip": None},
+    kl_coef=0.0, kl_placement=None,
+    paper="Dr.GRPO (arXiv 2503.20783): no std, constant normaliser (pass loss_scale_factor), no KL"))
+register_preset(ObjectiveConfig(
+    name="dapo", advantage="grpo", surrogate="ppo_clip", agg_mode="token_mean",
+    advantage_kwargs={"eps": 1e-6, "scale_by_std": True},
+    surrogate_kwargs={"clip_low": 0.2, "clip_high": 0.28, "dual_clip": None},
+    kl_coef=0.0, kl_placement=None, selectors=("dynamic_sampling",),
+    overlong_buffer=4096, overlong_factor=1.0,
+    paper="DAPO (arXiv 2503.14476): clip-higher 0.2/0.28, dynamic sampling, token-mean, overlong "
+          "buffer 4096 of 20480 tokens, factor 1, no KL"))
+register_preset(ObjectiveConfig(
+    name="gspo", advantage="grpo", surrogate="gspo", agg_mode="seq_mean_token_mean",
+    advantage_kwargs={"eps": 1e-6, "scale_by_std": True},
+    surrogate_kwargs={"clip_low": 3e-4, "clip_high": 4e-4},
+    kl_coef=0.0, kl_placement=None,
+    paper="GSPO (arXiv 2507.18071): sequence ratio, clip 3e-4/4e-4, no KL"))
+register_preset(ObjectiveConfig(
+    name="cispo", advantage="grpo", surrogate="cispo", agg_mode="token_mean",
+    advantage_kwargs={"eps": 1e-6, "scale_by_std": True},
+    surrogate_kwargs={"is_clip_low": None, "is_clip_high": 4.0},
+    kl_coef=0.0, kl_placement=None,
+    paper="CISPO / MiniMax-M1 (arXiv 2506.13585): sg(clipped IS weight), upper cap only, no KL"))
+register_preset(ObjectiveConfig(
+    name="rloo", advantage="rloo", surrogate="ppo_clip", agg_mode="token_mean",
+    surrogate_kwargs={"clip_low": 0.2, "clip_high": 0.2, "dual_clip": None},
+    kl_coef=0.0, kl_placement=None,
+    paper="RLOO (Kool et al. 2019; arXiv 2402.14740), leave-one-out baseline in the PPO surrogate"))
+register_preset(ObjectiveConfig(
+    name="reinforce_pp", advantage="reinforce_pp_baseline", surrogate="ppo_clip",
+    agg_mode="token_mean", advantage_kwargs={"eps": 1e-8},
+    surrogate_kwargs={"clip_low": 0.2, "clip_high": 0.2, "dual_clip": None},
+    kl_estimator="k3", kl_coef=0.001, kl_placement="loss",
+    paper="REINFORCE++-baseline (arXiv 2501.03262): group mean then batch whitening; k3 KL in loss"))
+
+_FIELDS = {f.name for f in dataclasses.fields(ObjectiveConfig)} - {
+    "name", "advantage_kwargs", "surrogate_kwargs", "selector_kwargs"}
+
+
+def make_config(name: str, **overrides) -> ObjectiveConfig:
+  """The preset `name` with flat overrides routed to the config or to the part that owns the key.
+
+  Raises ValueError naming the bad preset or key and listing the valid ones.
+  """
+  if name not in PRESETS:
+    raise _unknown("objective", name, PRESETS)
+  base = PRESETS[name]
+  top, adv, sur = {}, dict(base.advantage_kwargs), dict(base.surrogate_kwargs)
+  # Swapping a part resets that part's hyperparameters to the new part's defaults.
+  if "advantage" in overrides and overrides["advantage"] != base.advantage:
+    adv = dict(ADVANTAGES[overrides["advantage"]].defaults) if overrides["advantage"] in ADVANTAGES else {}
+  if "surrogate" in overrides and overrides["surrogate"] != base.surrogate:
+    sur = dict(SURROGATES[overrides["surrogate"]].defaults) if overrides["surrogate"] in SURROGATES else {}
+  for key, value in overrides.items():
+    if key in _FIELDS:
+      top[key] = tuple(value) if key == "selectors" else value
+    elif key in adv:
+      adv[key] = value
+    elif key in sur:
+      sur[key] = value
+    else:
+      valid = sorted(_FIELDS | set(adv) | set(sur))
+      close = difflib.get_close_matches(key, valid, n=1)
+      hint = f" (did you mean {close[0]!r}?)" if close else ""
+      raise ValueError(f"objective {name!r} has no option {key!r}{hint}; valid: {', '.join(valid)}")
+  cfg = dataclasses.replace(base, advantage_kwargs=adv, surrogate_kwargs=sur, **top)
+  return _with_part_defaults(cfg)
+
+
+# --------------------------------------------------------------------------------------------------
+# The composed objective.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Objective:
+  """Pure steps of one configured objective (hashed by identity, so usable as a static jit arg).
+
+  Batch keys used by `loss`: `logp`, `old_logp`, `advantages`, `mask` (all `[B, T]`), plus
+  `ref_logp` when KL is in the loss and `sampler_logp` when `tis_cap` is set.
+  """
+
+  config: ObjectiveConfig
+
+  # -- rollout-time steps ----------------------------------------------------------------------
+
+  def init_state(self, **kwargs) -> Any:
+    """Initial objective state (carried in the train state); None for stateless objectives."""
+    spec = ADVANTAGES[self.config.advantage]
+    return None if spec.init_state is None else spec.init_state(**kwargs)
+
+  def select_groups(self, rewards: Array) -> Array:
+    """`[P]` keep mask from every group-stage selector (all True without selectors)."""
+    keep = jnp.ones(rewards.shape[:1], bool)
+    for s in self.config.selectors:
+      spec = SELECTORS[s]
+      if spec.stage == "groups":
+        keep = keep & spec.fn(rewards, **self.config.selector_kwargs.get(s, {}))
+    return keep
+
+  def shape_rewards(self, rewards: Array, lengths: Array, *, max_len: int) -> Array:
+    """Adds the DAPO overlong penalty (in tokens) when the preset enables it."""
+    if self.config.overlong_buffer is None:
+      return rewards
+    buffer = min(self.config.overlong_buffer, max_len)
+    pen = core.overlong_penalty(lengths, max_len=max_len, buffer=buffer,
+                                factor=self.config.overlong_factor)
+    return rewards + pen.reshape(rewards.shape)
+
+  def compute_advantages(
+      self,
+      rewards: Array,
+      mask: Array,
+      *,
+      state: Any = None,
+      prompt_ids: Array | None = None,
+      old_logp: Array | None = None,
+      ref_logp: Array | None = None,
+      values: Array | None = None,
+  ) -> tuple[Array, Any]:
+    """The advantage step: `[P, G]` rewards -> `[B, T]` token advantages (and the new state)."""
+    cfg = self.config
+    if rewards.ndim != 2:
+      raise ValueError(f"rewards must be [P, G]; got shape {rewards.shape}")
+    if rewards.shape[1] < cfg.min_group_size:
+      raise ValueError(f"group size {rewards.shape[1]} < min_group_size={cfg.min_group_size} for "
+                       f"objective {cfg.name!r}")
+    spec = ADVANTAGES[cfg.advantage]
+    batch = {} if values is None else {"values": values}
+    if spec.token_level:
+      signal = core.outcome_to_token_rewards(rewards, mask)
+      if cfg.kl_placement == "reward" and cfg.kl_coef > 0:
+        if old_logp is None or ref_logp is None:
+          raise ValueError("kl_placement='reward' needs old_logp and ref_logp")
+        kl = core.kl_penalty(old_logp, ref_logp, estimator=cfg.kl_estimator)
+        signal = signal - cfg.kl_coef * jnp.where(mask.astype(bool), kl, 0.0)
+    else:
+      signal = rewards
+    adv, state = spec.fn(signal, mask, state=state, prompt_ids=prompt_ids, batch=batch,
+                         **cfg.advantage_kwargs)
+    return jax.lax.stop_gradient(adv), state
+
+  # -- train-time steps ------------------------------------------------------------------------
+
+  def token_mask(self, batch: Batch) -> Array:
+    mask = batch["mask"].astype(bool)
+    for s in self.config.selectors:
+      spec = SELECTORS[s]
+      if spec.stage == "tokens":
+        mask = mask & spec.fn(batch, **self.config.selector_kwargs.get(s, {})).astype(bool)
+    return mask
+
+  def per_token(self, batch: Batch) -> tuple[Array, Array, dict[str, Array]]:
+    """(policy per-token loss, KL per-token term or zeros, aux), before aggregation."""
+    cfg = self.config
+    mask = self.token_mask(batch)
+    spec = SURROGATES[cfg.surrogate]
+    loss, aux = spec.fn(batch["logp"], batch["old_logp"], batch["advantages"], mask,
+                        **cfg.surrogate_kwargs)
+    if cfg.tis_cap is not None:
+      if "sampler_logp" not in batch:
+        raise ValueError("tis_cap is set but the batch has no 'sampler_logp'")
+      w = core.truncated_is_weights(batch["sampler_logp"], batch["old_logp"], mask, cap=cfg.tis_cap)
+      loss = loss * w
+      aux = {**aux, "tis_weight_mean": core.masked_mean(w, mask)}
+    kl = jnp.zeros_like(loss)
+    if cfg.kl_placement == "loss" and cfg.kl_coef > 0:
+      if "ref_logp" not in batch:
+        raise ValueError(f"objective {cfg.name!r} puts KL in the loss; batch needs 'ref_logp'")
+      kl = jnp.where(mask, core.kl_penalty(batch["logp"], batch["ref_logp"],
+                                           estimator=cfg.kl_estimator), 0.0)
+    return loss, kl, {**aux, "loss_mask": mask}
+
+  def loss_parts(self, batch: Batch, *, global_batch_size: int | None = None
+                 ) -> tuple[core.WeightedMean, dict[str, Array]]:
+    """Numerator/denominator of this micro-batch's loss (KL included) plus metrics.
+
+    Sum the parts over micro-batches (or devices) and take `.value` once for a globally
+    normalised step loss.
+    """
+    cfg = self.config
+    loss, kl, aux = self.per_token(batch)
+    mask = aux.pop("loss_mask")
+    total = loss + cfg.kl_coef * kl if cfg.kl_placement == "loss" else loss
+    parts = core.aggregate_parts(total, mask, cfg.agg_mode, loss_scale_factor=cfg.loss_scale_factor,
+                                 global_batch_size=global_batch_size)
+    metrics = {k: v for k, v in aux.items() if jnp.ndim(v) == 0}
+    metrics["kl"] = core.masked_mean(kl, mask) if cfg.kl_placement == "loss" else jnp.zeros(())
+    metrics["policy_loss"] = core.aggregate_loss(loss, mask, cfg.agg_mode,
+                                                 loss_scale_factor=cfg.loss_scale_factor)
+    return parts, metrics
+
+  def loss(self, batch: Batch) -> tuple[Array, dict[str, Array]]:
+    """Pure scalar loss of one batch and its scalar metrics."""
+    parts, metrics = self.loss_parts(batch)
+    value = parts.value
+    return value, {**metrics, "loss": value}
+
+
+def objective(name: str, **overrides) -> Objective:
+  """The named preset with overrides, e.g. `objective("dapo", clip_high=0.3)`.
+
+  Presets: see `PRESETS` (ppo, grpo, dr_grpo, dapo, gspo, cispo, rloo, reinforce_pp, ...).
+  Unknown names or override keys raise ValueError listing the valid ones.
+  """
+  return Objective(make_config(name, **overrides))
+
+
+def list_objectives() -> list[str]:
+  return sorted(PRESETS)
