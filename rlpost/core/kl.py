@@ -25,7 +25,8 @@ K3_OUTER_CLAMP = 10.0
 
 def _k3(d: Array) -> Array:
   u = jnp.clip(-d, -K3_INNER_CLAMP, K3_INNER_CLAMP)
-  return jnp.clip(jnp.exp(u) - u - 1.0, -K3_OUTER_CLAMP, K3_OUTER_CLAMP)
+  # expm1(u) - u == exp(u) - u - 1 without the f32 cancellation near u = 0.
+  return jnp.clip(jnp.expm1(u) - u, -K3_OUTER_CLAMP, K3_OUTER_CLAMP)
 
 
 def kl_penalty(logp: Array, ref_logp: Array, *, estimator: str = "k3") -> Array:
