@@ -1,0 +1,333 @@
+"""Flax NNX decoder of the Llama / Qwen2 family, plus fused next-token log-probs and entropy.
+
+Architecture (Touvron et al., "LLaMA", 2023, arXiv:2302.13971; Qwen Team, "Qwen2 Technical
+Report", 2024, arXiv:2407.10671), per block:
+  h = x + o_proj(Attn(RoPE(q_proj(RMSNorm(x))), RoPE(k_proj(.)), v_proj(.)))
+  y = h + down_proj(silu(gate_proj(RMSNorm(h))) * up_proj(RMSNorm(h)))
+with RMSNorm(x) = w * x / sqrt(mean(x^2) + eps) (Zhang & Sennrich, 2019, arXiv:1910.07467),
+RoPE (Su et al., "RoFormer", 2021, arXiv:2104.09864) in HF's "rotate_half" layout with
+inv_freq_i = theta^(-2i/d), grouped-query attention (Ainslie et al., "GQA", 2023, arXiv:2305.13245)
+where query head h reads KV head h // (num_heads / num_kv_heads), and SwiGLU (Shazeer, 2020,
+arXiv:2002.05202).
+
+Padding convention: sequences are LEFT-padded. Position ids come from the attention mask,
+pos_t = max(cumsum(mask)_t - 1, 0), so a left-padded row has the same positions, and therefore the
+same logits, as the unpadded row. Keys whose mask is 0 are never attended to.
+
+Functional use (what a trainer should do): split once with `graphdef, params = nnx.split(model)`
+(or `nnx.split(model, nnx.LoRAParam, ...)` for LoRA), write the loss as a pure function of `params`
+that calls `nnx.merge(graphdef, params)` inside, and differentiate / jit it with plain `jax.grad` and
+`jax.jit`. `apply_params(graphdef, params, fn, *args)` is a tiny helper for that. Plain `jax.jit` on
+split state avoids nnx.jit's per-call graph traversal, and its compiled-cache size is observable
+(the no-recompilation tests use it).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rlpost.core import aggregate_loss
+from rlpost.llm.config import ModelConfig
+
+# One (k, v) pair per layer, each [B, S, num_kv_heads, head_dim] in the compute dtype.
+KVCache = Sequence[tuple[jax.Array, jax.Array]]
+_INIT_STD = 0.02  # HF initializer_range default.
+
+
+class Dense(nnx.Module):
+  """y = x W (+ b) (+ scale * (x A) B when a LoRA adapter is attached). W is [in, out]."""
+
+  def __init__(self, in_features: int, out_features: int, *, use_bias: bool,
+               config: ModelConfig, rngs: nnx.Rngs):
+    init = jax.nn.initializers.normal(_INIT_STD)
+    self.kernel = nnx.Param(init(rngs.params(), (in_features, out_features),
+                                 config.jnp_param_dtype))
+    self.bias = (nnx.Param(jnp.zeros((out_features,), config.jnp_param_dtype))
+                 if use_bias else None)
+    # Data slots that lora.apply_lora may fill with nnx.LoRAParam adapters later.
+    self.lora_a: Optional[nnx.LoRAParam] = nnx.data(None)
+    self.lora_b: Optional[nnx.LoRAParam] = nnx.data(None)
+    self.lora_scale = 0.0
+    self.dtype = config.jnp_dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.astype(self.dtype)
+    y = x @ self.kernel.value.astype(self.dtype)
+    if self.bias is not None:
+      y = y + self.bias.value.astype(self.dtype)
+    if self.lora_a is not None:
+      low = x @ self.lora_a.value.astype(self.dtype)
+      y = y + self.lora_scale * (low @ self.lora_b.value.astype(self.dtype))
+    return y
+
+
+class RMSNorm(nnx.Module):
+  """HF-exact RMSNorm: statistics in f32, weight applied in the compute dtype."""
+
+  def __init__(self, dim: int, *, config: ModelConfig):
+    self.weight = nnx.Param(jnp.ones((dim,), config.jnp_param_dtype))
+    self.eps = config.rms_norm_eps
+    self.dtype = config.jnp_dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return self.weight.value.astype(self.dtype) * y.astype(self.dtype)
+
+
+def rope_cos_sin(positions: jax.Array, head_dim: int,
+                 theta: float) -> tuple[jax.Array, jax.Array]:
+  """cos/sin tables [B, T, head_dim] for integer positions [B, T] (computed in f32)."""
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """Rotates x [B, T, H, D] by the "rotate_half" convention used by HF Llama/Qwen2."""
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+  cos = cos[:, :, None, :].astype(x.dtype)
+  sin = sin[:, :, None, :].astype(x.dtype)
+  return x * cos + rotated * sin
+
+
+class Attention(nnx.Module):
+  """Grouped-query self-attention with optional q/k/v bias and an optional KV cache."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    h, d = config.hidden_size, config.resolved_head_dim
+    self.num_heads = config.num_attention_heads
+    self.num_kv_heads = config.num_key_value_heads
+    self.head_dim = d
+    self.dtype = config.jnp_dtype
+    bias = config.attention_bias
+    self.q_proj = Dense(h, self.num_heads * d, use_bias=bias, config=config, rngs=rngs)
+    self.k_proj = Dense(h, self.num_kv_heads * d, use_bias=bias, config=config, rngs=rngs)
+    self.v_proj = Dense(h, self.num_kv_heads * d, use_bias=bias, config=config, rngs=rngs)
+    self.o_proj = Dense(self.num_heads * d, h, use_bias=False, config=config, rngs=rngs)
+
+  def __call__(self, x, cos, sin, mask, cache_kv=None, cache_index=None):
+    b, t, _ = x.shape
+    d, nkv = self.head_dim, self.num_kv_heads
+    groups = self.num_heads // nkv
+    q = apply_rope(self.q_proj(x).reshape(b, t, self.num_heads, d), cos, sin)
+    k = apply_rope(self.k_proj(x).reshape(b, t, nkv, d), cos, sin)
+    v = self.v_proj(x).reshape(b, t, nkv, d)
+    new_kv = None
+    if cache_kv is not None:
+      cache_k, cache_v = cache_kv
+      start = (0, cache_index, 0, 0)
+      k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), start)
+      v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), start)
+      new_kv = (k, v)
+    q = q.reshape(b, t, nkv, groups, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(self.dtype),
+                        preferred_element_type=jnp.float32) * (d ** -0.5)
+    # A finite fill keeps fully-masked (padding) query rows NaN-free; their outputs are unused.
+    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(self.dtype))
+    return self.o_proj(out.reshape(b, t, self.num_heads * d)), new_kv
+
+
+class MLP(nnx.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    h, i = config.hidden_size, config.intermediate_size
+    self.gate_proj = Dense(h, i, use_bias=False, config=config, rngs=rngs)
+    self.up_proj = Dense(h, i, use_bias=False, config=config, rngs=rngs)
+    self.down_proj = Dense(i, h, use_bias=False, config=config, rngs=rngs)
+
+  def __call__(self, x):
+    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.input_layernorm = RMSNorm(config.hidden_size, config=config)
+    self.self_attn = Attention(config, rngs=rngs)
+    self.post_attention_layernorm = RMSNorm(config.hidden_size, config=config)
+    self.mlp = MLP(config, rngs=rngs)
+
+  def __call__(self, x, cos, sin, mask, cache_kv=None, cache_index=None):
+    attn, new_kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache_kv, cache_index)
+    x = x + attn
+    x = x + self.mlp(self.post_attention_layernorm(x))
+    return x, new_kv
+
+
+class Decoder(nnx.Module):
+  """The causal LM. Attribute names follow HF so the checkpoint mapping stays obvious."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    init = jax.nn.initializers.normal(_INIT_STD)
+    self.embed_tokens = nnx.Param(
+        init(rngs.params(), (config.vocab_size, config.hidden_size), config.jnp_param_dtype))
+    self.layers = nnx.List([DecoderLayer(config, rngs=rngs)
+                            for _ in range(config.num_hidden_layers)])
+    self.norm = RMSNorm(config.hidden_size, config=config)
+    self.lm_head = (None if config.tie_word_embeddings else Dense(
+        config.hidden_size, config.vocab_size, use_bias=False, config=config, rngs=rngs))
+
+  def __call__(self, tokens: jax.Array, positions: jax.Array, mask: jax.Array, *,
+               cache: Optional[KVCache] = None,
+               cache_index: Any = 0) -> tuple[jax.Array, Optional[list]]:
+    """Final hidden states [B, T, H] (after the last norm) and the updated cache.
+
+    Args:
+      tokens: [B, T] int ids.
+      positions: [B, T] RoPE positions.
+      mask: [B, T, S] bool, True where query t may attend key s. S == T without a cache and
+        S == cache length with one.
+      cache: optional per-layer (k, v) buffers [B, S, KV, D]; the new keys/values are written at
+        slots [cache_index, cache_index + T).
+      cache_index: int or scalar int array.
+    """
+    cfg = self.config
+    x = jnp.take(self.embed_tokens.value, tokens, axis=0).astype(cfg.jnp_dtype)
+    cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta)
+    new_cache = [] if cache is not None else None
+    for i, layer in enumerate(self.layers):
+      kv = cache[i] if cache is not None else None
+      x, new_kv = layer(x, cos, sin, mask, kv, cache_index)
+      if cache is not None:
+        new_cache.append(new_kv)
+    return self.norm(x), new_cache
+
+  def head_weight(self) -> jax.Array:
+    """The [H, V] output projection (the transposed embedding when tied)."""
+    if self.lm_head is None:
+      return self.embed_tokens.value.T
+    return self.lm_head.kernel.value
+
+  def hidden_to_logits(self, hidden: jax.Array) -> jax.Array:
+    return _project(self.head_weight(), hidden, self.config.jnp_dtype)
+
+
+def _project(weight: jax.Array, hidden: jax.Array, dtype) -> jax.Array:
+  return jnp.einsum("...h,hv->...v", hidden.astype(dtype), weight.astype(dtype),
+                    preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_state(config: ModelConfig, seed: jax.Array) -> nnx.State:
+  return nnx.state(Decoder(config, rngs=nnx.Rngs(params=seed)))
+
+
+def init_model(config: ModelConfig, *, seed: int = 0) -> Decoder:
+  """Random Decoder (normal(0.02) weights, unit norms, zero biases), initialised under jit."""
+  abstract = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(params=0)))
+  return nnx.merge(nnx.graphdef(abstract), _init_state(config, jax.random.key(seed)))
+
+
+def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+  """pos_t = max(cumsum(mask)_t - 1, 0): left padding does not shift positions."""
+  m = attention_mask.astype(jnp.int32)
+  return jnp.maximum(jnp.cumsum(m, axis=-1) - 1, 0)
+
+
+def causal_mask(attention_mask: jax.Array) -> jax.Array:
+  """[B, T, T] bool: causal and key-is-not-padding."""
+  t = attention_mask.shape[-1]
+  tril = jnp.tril(jnp.ones((t, t), dtype=bool))
+  return tril[None] & attention_mask.astype(bool)[:, None, :]
+
+
+def hidden_states(model: Decoder, tokens: jax.Array, attention_mask: jax.Array) -> jax.Array:
+  """Final-norm hidden states [B, T, H] of a (left-padded) batch, no cache."""
+  hidden, _ = model(tokens, positions_from_mask(attention_mask), causal_mask(attention_mask))
+  return hidden
+
+
+def logits(model: Decoder, tokens: jax.Array, attention_mask: jax.Array) -> jax.Array:
+  """Next-token logits [B, T, V] in f32; logits[:, t] predicts tokens[:, t + 1]."""
+  return model.hidden_to_logits(hidden_states(model, tokens, attention_mask))
+
+
+def logp_entropy_from_logits(logits_: jax.Array, targets: jax.Array,
+                             temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+  """log softmax(z / tau)[target] and H(softmax(z / tau)) for logits z [..., V] (f32)."""
+  z = logits_.astype(jnp.float32) / temperature
+  lse = jax.nn.logsumexp(z, axis=-1)
+  target_z = jnp.take_along_axis(z, targets[..., None], axis=-1)[..., 0]
+  logq = z - lse[..., None]
+  entropy = -jnp.sum(jnp.exp(logq) * logq, axis=-1)  # no lse - E[z] cancellation when peaked
+  return target_z - lse, entropy
+
+
+def token_logprobs_and_entropy(model: Decoder, tokens: jax.Array, attention_mask: jax.Array, *,
+                               temperature: float = 1.0,
+                               chunk_size: int = 512) -> tuple[jax.Array, jax.Array]:
+  """Teacher-forced log p(tokens[t] | tokens[<t]) and the predictive entropy, aligned with tokens.
+
+  With z_{t-1} the logits at position t-1 and tau the temperature:
+    logp[:, t] = z_{t-1}[tokens[t]] / tau - logsumexp(z_{t-1} / tau),
+    entropy[:, t] = H(softmax(z_{t-1} / tau)),
+  for t >= 1 where attention_mask[:, t] and attention_mask[:, t-1] are set, and 0 elsewhere
+  (including t = 0). So a response mask over the same [B, T] grid can multiply them directly.
+
+  Memory: the vocabulary projection runs over chunks of `chunk_size` positions inside
+  `lax.map` under `jax.checkpoint`, so at most one [B, chunk, V] f32 logits block is live (also in
+  the backward pass, which recomputes it) and no [B, T, V] array is ever materialised when
+  T > chunk_size.
+
+  Returns:
+    (logp, entropy), both [B, T] float32.
+  """
+  hidden = hidden_states(model, tokens, attention_mask)[:, :-1]
+  targets = tokens[:, 1:]
+  logp, entropy = chunked_logp_entropy(model.head_weight(), hidden, targets,
+                                       dtype=model.config.jnp_dtype, temperature=temperature,
+                                       chunk_size=chunk_size)
+  m = attention_mask.astype(bool)
+  valid = (m[:, 1:] & m[:, :-1]).astype(jnp.float32)
+  zeros = jnp.zeros_like(logp[:, :1])
+  return (jnp.concatenate([zeros, logp * valid], axis=1),
+          jnp.concatenate([zeros, entropy * valid], axis=1))
+
+
+def chunked_logp_entropy(head_weight: jax.Array, hidden: jax.Array, targets: jax.Array, *,
+                         dtype=jnp.float32, temperature: float = 1.0,
+                         chunk_size: int = 512) -> tuple[jax.Array, jax.Array]:
+  """(logp, entropy) [B, T] of `targets` under softmax(hidden @ head_weight / tau), T-chunked."""
+  b, t, h = hidden.shape
+  n = max(1, -(-t // chunk_size))
+  c = -(-t // n)
+  pad = n * c - t
+  if pad:
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+    targets = jnp.pad(targets, ((0, 0), (0, pad)))
+
+  @jax.checkpoint
+  def one_chunk(weight, h_chunk, t_chunk):
+    return logp_entropy_from_logits(_project(weight, h_chunk, dtype), t_chunk, temperature)
+
+  hs = hidden.reshape(b, n, c, h).swapaxes(0, 1)
+  ts = targets.reshape(b, n, c).swapaxes(0, 1)
+  logp, entropy = jax.lax.map(lambda xs: one_chunk(head_weight, *xs), (hs, ts))
+  logp = logp.swapaxes(0, 1).reshape(b, n * c)[:, :t]
+  entropy = entropy.swapaxes(0, 1).reshape(b, n * c)[:, :t]
+  return logp, entropy
+
+
+def apply_params(graphdef: nnx.GraphDef, params: Any, fn: Callable[..., Any], *args,
+                 **kwargs) -> Any:
+  """fn(nnx.merge(graphdef, params), *args, **kwargs): the pure form to use under jax.grad/jit."""
+  return fn(nnx.merge(graphdef, params), *args, **kwargs)
+
+
+def sft_cross_entropy(model: Decoder, tokens: jax.Array, attention_mask: jax.Array,
+                      loss_mask: jax.Array) -> jax.Array:
+  """Token-mean next-token cross-entropy over positions where loss_mask[:, t] (t >= 1) is set."""
+  logp, _ = token_logprobs_and_entropy(model, tokens, attention_mask)
+  w = loss_mask.astype(jnp.float32).at[:, 0].set(0.0) * attention_mask.astype(jnp.float32)
+  return aggregate_loss(-logp, w, "token_mean")

@@ -1,0 +1,292 @@
+"""KV-cache sampler: one jitted prefill plus a `lax.while_loop` decode over a donated cache.
+
+Per step, with z the next-token logits (f32) and tau the temperature:
+  q(.) = softmax(truncate_{top-k, top-p}(z / tau)),   y_t ~ q,
+  logp_t = log q(y_t)            (the distribution actually sampled from),
+  logp_t1_t = log softmax(z)[y_t]  (temperature 1, untruncated),
+  entropy_t = H(softmax(z / tau))  (untruncated).
+Without top-k / top-p, `logp` equals a teacher-forced
+`token_logprobs_and_entropy(model, tokens, mask, temperature=tau)` pass on the sampled sequence (the
+sampler/trainer consistency that PPO-style ratios need). With truncation, `logp` is the truncated
+distribution's log-prob, which a trainer cannot recompute; use the recomputed untruncated log-probs
+for ratios there. `temperature=0` is greedy decoding; then logp == logp_t1.
+
+Top-p follows Holtzman et al., "The Curious Case of Neural Text Degeneration", 2019,
+arXiv:1904.09751: keep the smallest prefix of the sorted distribution whose mass reaches p.
+
+Compile-time options are only greedy-or-not, top_k, top-p on/off and the pad id; temperature, the
+top-p value and the stop ids are traced.
+
+Shapes: prompts are LEFT-padded [B, P] with a mask. P is padded on the left up to a bucket and the
+response buffer to a bucket (powers of two >= 16 by default); `max_new_tokens` is a traced loop bound,
+so every call in the same (B, prompt bucket, response bucket, sampling options) reuses one
+compiled prefill and one compiled decode. The cache buffers are donated to both and handed back, so
+one allocation per bucket is reused across calls.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rlpost.llm.model import Decoder, positions_from_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  """Sampling options. Only (greedy, top_k, top_p on/off, number of stop-id slots, pad_id) are
+  compile-time; temperature, the top-p value and the stop ids are traced, so changing them does
+  not recompile."""
+  temperature: float = 1.0
+  top_k: Optional[int] = None
+  top_p: Optional[float] = None
+  stop_ids: tuple[int, ...] = ()
+  pad_id: int = 0
+
+  def __post_init__(self):
+    if self.temperature < 0:
+      raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+    if self.top_k is not None and self.top_k < 1:
+      raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
+    if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+      raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p}")
+
+  @property
+  def greedy(self) -> bool:
+    return self.temperature == 0.0
+
+  @property
+  def use_top_p(self) -> bool:
+    return self.top_p is not None and self.top_p < 1.0
+
+  def stop_id_array(self) -> jax.Array:
+    """Stop ids padded with -1 to a multiple of 8 slots (fewer distinct shapes)."""
+    n = max(8, -(-len(self.stop_ids) // 8) * 8)
+    return jnp.asarray(list(self.stop_ids) + [-1] * (n - len(self.stop_ids)), jnp.int32)
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["tokens", "attention_mask", "response_tokens", "response_mask",
+                                "lengths", "logp", "logp_t1", "entropy"],
+                   meta_fields=["prompt_length"])
+@dataclasses.dataclass(frozen=True)
+class SampleOutput:
+  """Sampler result. Response arrays are [B, R] (R = response bucket), right-padded.
+
+  tokens / attention_mask are the full [B, P + R] sequences (left-padded prompt then response), ready
+  for a teacher-forced pass; `tokens[:, prompt_length:] == response_tokens`.
+  """
+  tokens: jax.Array
+  attention_mask: jax.Array
+  response_tokens: jax.Array
+  response_mask: jax.Array
+  lengths: jax.Array
+  logp: jax.Array
+  logp_t1: jax.Array
+  entropy: jax.Array
+  prompt_length: int
+
+
+def bucket_size(n: int, *, minimum: int = 16) -> int:
+  """Smallest power of two >= max(n, minimum)."""
+  size = max(int(minimum), 1)
+  while size < n:
+    size *= 2
+  return size
+
+
+def left_pad(sequences: Sequence[Sequence[int]], *, pad_id: int = 0,
+             length: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+  """Left-pads token lists into (tokens [B, L], mask [B, L]) int32 arrays."""
+  length = length or max(len(s) for s in sequences)
+  tokens = np.full((len(sequences), length), pad_id, np.int32)
+  mask = np.zeros((len(sequences), length), np.int32)
+  for i, seq in enumerate(sequences):
+    if len(seq) > length:
+      raise ValueError(f"sequence {i} has length {len(seq)} > length {length}")
+    if len(seq):
+      tokens[i, length - len(seq):] = seq
+      mask[i, length - len(seq):] = 1
+  return tokens, mask
+
+
+def filter_logits(z: jax.Array, *, top_k: Optional[int],
+                  top_p: Optional[float | jax.Array]) -> jax.Array:
+  """Sets logits outside the top-k / nucleus (top-p) set to -inf (ties at the border are kept).
+
+  top_k must be a Python int (static); top_p may be traced. None disables a filter.
+  """
+  neg_inf = jnp.array(-jnp.inf, z.dtype)
+  if top_k is not None and top_k < z.shape[-1]:
+    kth = jax.lax.top_k(z, top_k)[0][..., -1:]
+    z = jnp.where(z < kth, neg_inf, z)
+  if top_p is not None:
+    sorted_z = jnp.sort(z, axis=-1)[..., ::-1]
+    probs = jax.nn.softmax(sorted_z, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    keep = mass_before < top_p  # always keeps the argmax
+    threshold = jnp.min(jnp.where(keep, sorted_z, jnp.inf), axis=-1, keepdims=True)
+    z = jnp.where(z < threshold, neg_inf, z)
+  return z
+
+
+def sample_step(logits: jax.Array, key: jax.Array, *, temperature: float | jax.Array = 1.0,
+                greedy: bool = False, top_k: Optional[int] = None,
+                top_p: Optional[float | jax.Array] = None,
+                ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """One token per row from f32 logits [B, V]: (token, logp, logp_t1, entropy)."""
+  logp_t1_all = jax.nn.log_softmax(logits, axis=-1)
+  pick = lambda a, tok: jnp.take_along_axis(a, tok[:, None], axis=-1)[:, 0]
+  if greedy:
+    token = jnp.argmax(logits, axis=-1)
+    logp_t1 = pick(logp_t1_all, token)
+    entropy = -jnp.sum(jnp.exp(logp_t1_all) * logp_t1_all, axis=-1)
+    return token, logp_t1, logp_t1, entropy
+  z = logits / temperature
+  logq_all = jax.nn.log_softmax(z, axis=-1)
+  entropy = -jnp.sum(jnp.exp(logq_all) * logq_all, axis=-1)
+  if top_k is not None or top_p is not None:
+    z = filter_logits(z, top_k=top_k, top_p=top_p)
+    logq_all = jax.nn.log_softmax(z, axis=-1)
+  token = jax.random.categorical(key, z, axis=-1)
+  return token, pick(logq_all, token), pick(logp_t1_all, token), entropy
+
+
+def init_cache(config, batch: int, length: int, dtype=None) -> list[tuple[jax.Array, jax.Array]]:
+  """Zeroed per-layer (k, v) buffers [B, S, KV, D]."""
+  shape = (batch, length, config.num_key_value_heads, config.resolved_head_dim)
+  dtype = dtype or config.jnp_dtype
+  return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+          for _ in range(config.num_hidden_layers)]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
+def _prefill(graphdef, params, cache, prompt, prompt_mask):
+  model = nnx.merge(graphdef, params)
+  p = prompt.shape[1]
+  s = cache[0][0].shape[1]
+  key_mask = jnp.concatenate(
+      [prompt_mask.astype(bool), jnp.zeros((prompt.shape[0], s - p), bool)], axis=1)
+  causal = jnp.arange(s)[None, :] <= jnp.arange(p)[:, None]  # [P, S]
+  positions = positions_from_mask(prompt_mask)
+  hidden, cache = model(prompt, positions, causal[None] & key_mask[:, None, :], cache=cache,
+                        cache_index=0)
+  return cache, model.hidden_to_logits(hidden[:, -1]), positions[:, -1] + 1
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "greedy", "top_k", "use_top_p", "pad_id"),
+                   donate_argnames=("cache",))
+def _decode(graphdef, params, cache, logits, next_pos, prompt_mask, rng, max_new_tokens,
+            temperature, top_p, stop_ids, *, greedy, top_k, use_top_p, pad_id):
+  model = nnx.merge(graphdef, params)
+  b, p = prompt_mask.shape
+  r = cache[0][0].shape[1] - p
+  prompt_keys = prompt_mask.astype(bool)
+
+  def cond(state):
+    i, done = state[0], state[4]
+    return (i < max_new_tokens) & ~jnp.all(done)
+
+  def body(state):
+    i, cache, logits, pos, done, toks, mask, logp, logp_t1, ent = state
+    token, lp, lp1, h = sample_step(logits, jax.random.fold_in(rng, i), temperature=temperature,
+                                    greedy=greedy, top_k=top_k,
+                                    top_p=top_p if use_top_p else None)
+    live = ~done
+    token = jnp.where(live, token, pad_id).astype(jnp.int32)
+    col = lambda a, v: jax.lax.dynamic_update_slice(a, v[:, None].astype(a.dtype), (0, i))
+    toks, mask = col(toks, token), col(mask, live)
+    logp = col(logp, jnp.where(live, lp, 0.0))
+    logp_t1 = col(logp_t1, jnp.where(live, lp1, 0.0))
+    ent = col(ent, jnp.where(live, h, 0.0))
+    done = done | (live & jnp.any(token[:, None] == stop_ids[None, :], axis=-1))
+    keys = jnp.concatenate([prompt_keys, jnp.broadcast_to(jnp.arange(r) <= i, (b, r))], axis=1)
+    hidden, cache = model(token[:, None], pos[:, None], keys[:, None, :], cache=cache,
+                          cache_index=p + i)
+    return (i + 1, cache, model.hidden_to_logits(hidden[:, 0]), pos + 1, done, toks, mask,
+            logp, logp_t1, ent)
+
+  zeros = jnp.zeros((b, r), jnp.float32)
+  state = (jnp.int32(0), cache, logits, next_pos, jnp.zeros((b,), bool),
+           jnp.full((b, r), pad_id, jnp.int32), jnp.zeros((b, r), jnp.int32), zeros,
+           zeros, zeros)
+  _, cache, _, _, _, toks, mask, logp, logp_t1, ent = jax.lax.while_loop(cond, body, state)
+  return cache, toks, mask, logp, logp_t1, ent
+
+
+def compile_counts() -> dict[str, int]:
+  """Number of compiled executables held by the prefill and decode jits (for recompile tests)."""
+  return {"prefill": _prefill._cache_size(), "decode": _decode._cache_size()}  # pylint: disable=protected-access
+
+
+class Sampler:
+  """Bucketed, cache-reusing generator for a `Decoder`.
+
+  Usage:
+    sampler = Sampler(model)
+    out = sampler.generate(prompt_tokens, prompt_mask, max_new_tokens=128, temperature=1.0,
+                           stop_ids=(eos_id,), seed=step)
+  After a train step, pass the new weights with `sampler.set_params(params)` (the `nnx.State`
+  from `nnx.split(model)`), or construct a new Sampler.
+  """
+
+  def __init__(self, model: Decoder, *, min_prompt_bucket: int = 16,
+               min_response_bucket: int = 16):
+    self.config = model.config
+    self.graphdef, self.params = nnx.split(model)
+    self.min_prompt_bucket = min_prompt_bucket
+    self.min_response_bucket = min_response_bucket
+    self._caches: dict[tuple[int, int], Any] = {}
+
+  def set_params(self, params: Any) -> None:
+    self.params = params
+
+  def generate(self, prompt_tokens: Any, prompt_mask: Any, *, max_new_tokens: int,
+               temperature: float = 1.0, top_k: Optional[int] = None,
+               top_p: Optional[float] = None, stop_ids: Sequence[int] = (), pad_id: int = 0,
+               seed: int | jax.Array = 0) -> SampleOutput:
+    """Samples up to `max_new_tokens` per row; rows stop after emitting a stop id (kept)."""
+    sampling = SamplingParams(temperature=float(temperature), top_k=top_k, top_p=top_p,
+                              stop_ids=tuple(int(s) for s in stop_ids), pad_id=int(pad_id))
+    prompt_tokens = np.asarray(prompt_tokens, np.int32)
+    prompt_mask = np.asarray(prompt_mask, np.int32)
+    if prompt_tokens.ndim != 2 or prompt_tokens.shape != prompt_mask.shape:
+      raise ValueError(f"prompt_tokens {prompt_tokens.shape} and prompt_mask "
+                       f"{prompt_mask.shape} must be equal [B, P] shapes")
+    lengths = prompt_mask.sum(axis=1)
+    if lengths.min() < 1:
+      raise ValueError("every prompt needs at least one unmasked token")
+    if max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    limit = self.config.max_position_embeddings
+    if int(lengths.max()) + max_new_tokens > limit:
+      raise ValueError(f"prompt length {int(lengths.max())} + max_new_tokens {max_new_tokens} "
+                       f"exceeds max_position_embeddings {limit}")
+    b, p = prompt_tokens.shape
+    pb = bucket_size(p, minimum=self.min_prompt_bucket)
+    rb = bucket_size(max_new_tokens, minimum=self.min_response_bucket)
+    if pb > p:  # more left padding
+      prompt_tokens = np.pad(prompt_tokens, ((0, 0), (pb - p, 0)), constant_values=pad_id)
+      prompt_mask = np.pad(prompt_mask, ((0, 0), (pb - p, 0)))
+    cache = self._caches.pop((b, pb + rb), None)
+    if cache is None:
+      cache = init_cache(self.config, b, pb + rb)
+    rng = seed if isinstance(seed, jax.Array) else jax.random.key(seed)
+    tokens, mask = jnp.asarray(prompt_tokens), jnp.asarray(prompt_mask)
+    cache, logits, next_pos = _prefill(self.graphdef, self.params, cache, tokens, mask)
+    cache, toks, rmask, logp, logp_t1, ent = _decode(
+        self.graphdef, self.params, cache, logits, next_pos, mask, rng,
+        jnp.int32(max_new_tokens), jnp.float32(max(sampling.temperature, 1e-6)),
+        jnp.float32(sampling.top_p or 1.0), sampling.stop_id_array(), greedy=sampling.greedy,
+        top_k=sampling.top_k, use_top_p=sampling.use_top_p, pad_id=sampling.pad_id)
+    self._caches[(b, pb + rb)] = cache
+    return SampleOutput(
+        tokens=jnp.concatenate([tokens, toks], axis=1),
+        attention_mask=jnp.concatenate([mask, rmask], axis=1),
+        response_tokens=toks, response_mask=rmask, lengths=rmask.sum(axis=1), logp=logp,
+        logp_t1=logp_t1, entropy=ent, prompt_length=pb)
