@@ -52,6 +52,8 @@ class SurrogateSpec:
 
   fn: Callable[..., tuple[Array, dict[str, Array]]]
   defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # Extra batch entries passed to `fn` as keyword arguments when present (e.g. "entropy", "rng").
+  batch_keys: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -362,8 +364,13 @@ class Objective:
       old_logp: Array | None = None,
       ref_logp: Array | None = None,
       values: Array | None = None,
+      extra: Mapping[str, Array] | None = None,
   ) -> tuple[Array, Any]:
-    """The advantage step: `[P, G]` rewards -> `[B, T]` token advantages (and the new state)."""
+    """The advantage step: `[P, G]` rewards -> `[B, T]` token advantages (and the new state).
+
+    `extra` holds further rollout arrays an estimator reads from its `batch` argument (e.g.
+    "entropy", "segment_ids", "old_logp_tempered", "oblr_weights"); `old_logp` is passed too.
+    """
     cfg = self.config
     if rewards.ndim != 2:
       raise ValueError(f"rewards must be [P, G]; got shape {rewards.shape}")
@@ -371,7 +378,11 @@ class Objective:
       raise ValueError(f"group size {rewards.shape[1]} < min_group_size={cfg.min_group_size} for "
                        f"objective {cfg.name!r}")
     spec = ADVANTAGES[cfg.advantage]
-    batch = {} if values is None else {"values": values}
+    batch = dict(extra or {})
+    if values is not None:
+      batch["values"] = values
+    if old_logp is not None:
+      batch.setdefault("old_logp", old_logp)
     if spec.token_level:
       signal = core.outcome_to_token_rewards(rewards, mask)
       if cfg.kl_placement == "reward" and cfg.kl_coef > 0:
@@ -400,8 +411,9 @@ class Objective:
     cfg = self.config
     mask = self.token_mask(batch)
     spec = SURROGATES[cfg.surrogate]
+    extra = {k: batch[k] for k in spec.batch_keys if k in batch}
     loss, aux = spec.fn(batch["logp"], batch["old_logp"], batch["advantages"], mask,
-                        **cfg.surrogate_kwargs)
+                        **cfg.surrogate_kwargs, **extra)
     if cfg.tis_cap is not None:
       if "sampler_logp" not in batch:
         raise ValueError("tis_cap is set but the batch has no 'sampler_logp'")
@@ -453,3 +465,194 @@ def objective(name: str, **overrides) -> Objective:
 
 def list_objectives() -> list[str]:
   return sorted(PRESETS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Seed objectives I (issue 5): DCPO, BNPO, Clip-Cov / KL-Cov, Distribution-centric PO, ADORA, EMPG,
+# AEPO, OBLR-PO, CAPO. Parts first, then one preset per paper with its defaults pinned.
+
+
+def _need(batch, key: str, part: str) -> Array:
+  if batch is None or key not in batch:
+    raise ValueError(f"the {part!r} objective part needs batch[{key!r}]; pass it to "
+                     f"compute_advantages(extra=...) or put it in the loss batch")
+  return batch[key]
+
+
+def _dcpo_advantage(rewards, mask, *, state=None, prompt_ids=None, batch=None, scale_by_std,
+                    old_mean_ratio):
+  del batch
+  if state is None or prompt_ids is None:
+    raise ValueError("the 'dcpo' advantage is stateful: pass state=objective.init_state("
+                     "num_prompts=N) and prompt_ids ([P] dataset indices)")
+  adv, state = core.dcpo_smooth_advantages(rewards, prompt_ids, state, scale_by_std=scale_by_std,
+                                           old_mean_ratio=old_mean_ratio)
+  return core.broadcast_to_tokens(adv, mask), state
+
+
+def _adora_advantage(rewards, mask, *, state=None, prompt_ids=None, batch=None, **kw):
+  del prompt_ids, batch
+  lengths = jnp.sum(mask.astype(jnp.float32), axis=-1).reshape(rewards.shape)
+  return core.broadcast_to_tokens(core.adora_advantages(rewards, lengths, **kw), mask), state
+
+
+def _empg_advantage(rewards, mask, *, state=None, prompt_ids=None, batch=None, eps, scale_by_std,
+                    max_steps, k, k_future, zeta):
+  del prompt_ids
+  entropy = _need(batch, "entropy", "empg")
+  seg = batch.get("segment_ids", jnp.zeros(mask.shape, jnp.int32))
+  seq = core.grpo_advantages(rewards, eps=eps, scale_by_std=scale_by_std)
+  return core.empg_advantages(seq, entropy, seg, mask, max_steps=max_steps, k=k,
+                              k_future=k_future, zeta=zeta), state
+
+
+def _oblr_advantage(rewards, mask, *, state=None, prompt_ids=None, batch=None):
+  del prompt_ids
+  w = _need(batch, "oblr_weights", "oblr")
+  return core.broadcast_to_tokens(core.oblr_baseline_advantages(rewards, w), mask), state
+
+
+def _init_dist_po_state() -> dict[str, Array]:
+  return {"entropy": jnp.zeros((), jnp.float32)}
+
+
+def _dist_po_advantage(rewards, mask, *, state=None, prompt_ids=None, batch=None, entropy_target,
+                       correct_threshold, alpha_cap, eps):
+  """State = the previous step's sampled-token entropy; the next state is this batch's estimate."""
+  del prompt_ids
+  state = _init_dist_po_state() if state is None else state
+  old_logp = _need(batch, "old_logp", "dist_po")
+  tempered = _need(batch, "old_logp_tempered", "dist_po")
+  adv, _ = core.dist_po_advantages(rewards, old_logp, tempered, mask, prev_entropy=state["entropy"],
+                                   entropy_target=entropy_target, alpha_cap=alpha_cap, eps=eps,
+                                   correct_threshold=correct_threshold)
+  return adv, {"entropy": -core.masked_mean(old_logp, mask)}
+
+
+register_advantage("dcpo", AdvantageSpec(
+    _dcpo_advantage, defaults={"scale_by_std": True, "old_mean_ratio": 1.0},
+    init_state=core.init_dcpo_stats))
+register_advantage("bnpo", AdvantageSpec(
+    _stateless(lambda r, m, *, min_value, max_value, shrink: core.broadcast_to_tokens(
+        core.bnpo_advantages(r, min_value=min_value, max_value=max_value, shrink=shrink), m)),
+    defaults={"min_value": 0.0, "max_value": 1.0, "shrink": 3.0}))
+register_advantage("adora", AdvantageSpec(
+    _adora_advantage, defaults={"correct_score": 0.5, "length_threshold": 4054.0,
+                                "attenuation": 0.1, "variant": "llm", "eps": 1e-6}))
+register_advantage("empg", AdvantageSpec(
+    _empg_advantage, defaults={"eps": 1e-6, "scale_by_std": True, "max_steps": 16, "k": 1.0,
+                               "k_future": 1.0, "zeta": 0.05}))
+register_advantage("oblr", AdvantageSpec(_oblr_advantage))
+register_advantage("dist_po", AdvantageSpec(
+    _dist_po_advantage, defaults={"entropy_target": 0.5, "correct_threshold": 0.05,
+                                  "alpha_cap": 0.1, "eps": 1e-6},
+    init_state=_init_dist_po_state))
+
+
+def _clip_cov_surrogate(logp, old_logp, adv, mask, *, rng=None, **kw):
+  if rng is None:
+    raise ValueError("the 'clip_cov' surrogate draws its tokens at random: put a PRNG key in "
+                     "batch['rng']")
+  return core.clip_cov_loss_per_token(logp, old_logp, adv, mask, key=rng, **kw)
+
+
+register_surrogate("dcpo", SurrogateSpec(
+    core.dcpo_loss_per_token,
+    defaults={"eps_low": 0.16, "eps_high": 0.2, "dual_clip": 10.0, "max_ratio": 10.0}))
+register_surrogate("clip_cov", SurrogateSpec(
+    _clip_cov_surrogate, defaults={"clip_ratio": 2e-4, "cov_lb": 1.0, "cov_ub": 5.0,
+                                   "ppo_clip_low": 1.0, "ppo_clip_high": 1.0},
+    batch_keys=("rng",)))
+register_surrogate("kl_cov", SurrogateSpec(
+    core.kl_cov_loss_per_token, defaults={"k_ratio": 2e-3, "kl_coef": 1.0}))
+register_surrogate("aepo", SurrogateSpec(
+    core.aepo_loss_per_token,
+    defaults={"clip_low": 0.2, "clip_high": 0.2, "dual_clip": 3.0, "balanced_clipping": True,
+              "balanced_advantage": True, "entropy_weight": 0.2},
+    batch_keys=("entropy",)))
+
+
+def _capo_selector(batch, *, tau_fisher, tau_hessian, symmetric):
+  m_h = _need(batch, "capo_m_hessian", "capo")
+  m_f = _need(batch, "capo_m_fisher", "capo")
+  return core.capo_mask(m_h, m_f, batch["mask"], tau_fisher=tau_fisher, tau_hessian=tau_hessian,
+                        symmetric=symmetric)
+
+
+register_selector("capo", SelectorSpec(
+    _capo_selector, stage="tokens",
+    defaults={"tau_fisher": 1e-4, "tau_hessian": 0.01, "symmetric": True}))
+
+_NO_DUAL = {"clip_low": 0.2, "clip_high": 0.2, "dual_clip": None}
+
+register_preset(ObjectiveConfig(
+    name="dcpo", advantage="dcpo", surrogate="dcpo", agg_mode="token_mean",
+    surrogate_kwargs={"eps_low": 0.16, "eps_high": 0.2, "dual_clip": 10.0, "max_ratio": 10.0},
+    paper="DCPO (arXiv 2509.02333): dynamic clip eps 0.16/0.2 (paper), dual clip 10, smooth "
+          "advantage standardization (stateful), only-token-mean = token_mean (code after its "
+          "Dec-2025 fix), no KL"))
+register_preset(ObjectiveConfig(
+    name="dcpo_script", advantage="dcpo", surrogate="dcpo", agg_mode="token_mean",
+    surrogate_kwargs={"eps_low": 0.2, "eps_high": 0.28, "dual_clip": 10.0, "max_ratio": 10.0},
+    paper="DCPO shipped script recipe/dcpo/run_dcpo.sh: eps 0.2/0.28"))
+register_preset(ObjectiveConfig(
+    name="bnpo", advantage="bnpo", surrogate="ppo_clip", agg_mode="seq_mean_token_sum",
+    surrogate_kwargs={"clip_low": 0.2, "clip_high": 0.28, "dual_clip": 10.0},
+    paper="BNPO (arXiv 2506.02864): Beta-normalised advantages fitted per batch, clip 0.2/0.28, "
+          "dual clip 10, seq-mean-token-sum, no KL (official run.sh)"))
+register_preset(ObjectiveConfig(
+    name="clip_cov", advantage="grpo", surrogate="clip_cov", agg_mode="token_mean",
+    paper="Clip-Cov (arXiv 2505.22617): ratio 2e-4, cov in (1, 5), PPO range [0, 2], GRPO "
+          "advantages, token-mean, no KL; needs batch['rng']"))
+register_preset(ObjectiveConfig(
+    name="kl_cov", advantage="grpo", surrogate="kl_cov", agg_mode="token_mean",
+    surrogate_kwargs={"k_ratio": 2e-3, "kl_coef": 1.0},
+    paper="KL-Cov (arXiv 2505.22617): top 0.2 percent (fraction 2e-3, 7B script) by covariance, "
+          "|log-ratio| coef 1, no PPO clip, token-mean, no KL"))
+register_preset(ObjectiveConfig(
+    name="kl_cov_verl", advantage="grpo", surrogate="kl_cov", agg_mode="token_mean",
+    surrogate_kwargs={"k_ratio": 2e-4, "kl_coef": 0.1},
+    paper="KL-Cov with verl PolicyLossConfig defaults (kl_cov_ratio 2e-4, ppo_kl_coef 0.1)"))
+register_preset(ObjectiveConfig(
+    name="dist_po", advantage="dist_po", surrogate="ppo_clip", agg_mode="token_mean",
+    surrogate_kwargs={"clip_low": 0.2, "clip_high": 0.2, "dual_clip": 3.0},
+    paper="Distribution-Centric PO (arXiv 2601.12730): tempered double-IS REINFORCE term on "
+          "correct answers, H0 0.5 (script), T 1.2/0.8, alpha cap 0.1, dual clip 3, token-mean, "
+          "no KL; stateful; needs extra['old_logp_tempered'] at dist_po_temperature(state)"))
+register_preset(ObjectiveConfig(
+    name="adora", advantage="adora", surrogate="ppo_clip", agg_mode="token_mean",
+    surrogate_kwargs=_NO_DUAL, kl_estimator="k3", kl_coef=0.001, kl_placement="loss",
+    paper="ADORA (ShadeCloak/ADORA; arXiv 2602.10019): lambda 0.1 on length-disadvantaged groups "
+          "(LLM code table), correct_score 0.5 for 0/1 rewards (official 1.01 on the K&K scale), "
+          "length threshold 4054, low-var KL 0.001 in the loss"))
+register_preset(ObjectiveConfig(
+    name="empg", advantage="empg", surrogate="ppo_clip", agg_mode="token_mean",
+    surrogate_kwargs=_NO_DUAL,
+    paper="EMPG (arXiv 2509.09265) on GRPO: g(H) with batch mean 1, future bonus zeta 0.05, k = "
+          "k' = 1 (inferred; not given), zero-mean recentring; needs extra['entropy'] and "
+          "optionally extra['segment_ids']"))
+register_preset(ObjectiveConfig(
+    name="aepo", advantage="grpo", surrogate="aepo", agg_mode="token_mean",
+    surrogate_kwargs={"clip_low": 0.2, "clip_high": 0.2, "dual_clip": 3.0},
+    paper="AEPO (arXiv 2510.14545): entropy-balanced clipping and advantage (weight 0.2), dual "
+          "clip 3, token-mean, no KL; needs batch['entropy'] of the current policy"))
+register_preset(ObjectiveConfig(
+    name="oblr_po", advantage="oblr", surrogate="ppo_clip", agg_mode="token_mean",
+    surrogate_kwargs=_NO_DUAL,
+    paper="OBLR-PO (arXiv 2511.23310), inferred form: gradient-weighted optimal baseline (needs "
+          "extra['oblr_weights']); chain rlpost.core.optim.oblr_scale into the optimizer"))
+register_preset(ObjectiveConfig(
+    name="capo", advantage="grpo", surrogate="ppo_clip", agg_mode="seq_mean_token_mean",
+    advantage_kwargs={"eps": 1e-4, "scale_by_std": True}, surrogate_kwargs=_NO_DUAL,
+    selectors=("capo",),
+    selector_kwargs={"capo": {"tau_fisher": 1e-4, "tau_hessian": 0.01, "symmetric": True}},
+    paper="CAPO (arXiv 2510.00819): GRPO with the curvature token mask, tau_F 1e-4, tau_H 0.01 "
+          "(symmetric), no KL; needs batch['capo_m_hessian'/'capo_m_fisher'] from "
+          "core.capo_token_metrics"))
+register_preset(ObjectiveConfig(
+    name="dr_capo", advantage="grpo", surrogate="ppo_clip", agg_mode="seq_mean_token_sum_norm",
+    advantage_kwargs={"eps": 1e-6, "scale_by_std": False}, surrogate_kwargs=_NO_DUAL,
+    selectors=("capo",),
+    selector_kwargs={"capo": {"tau_fisher": 1e-3, "tau_hessian": 5e-4, "symmetric": True}},
+    paper="Dr.CAPO (arXiv 2510.00819): Dr.GRPO with the curvature mask, tau_F 1e-3, tau_H 5e-4; "
+          "pass loss_scale_factor = max completion length"))

@@ -139,8 +139,9 @@ def test_dynamic_sampling_selector_and_overlong_shaping():
   obj = O.objective("dapo")
   r = jnp.array([[1.0, 1.0], [0.0, 1.0]])
   np.testing.assert_array_equal(obj.select_groups(r), [False, True])
-  shaped = obj.shape_rewards(r, jnp.array([10, 16, 0, 15]), max_len=16)
-  assert float(shaped[0, 1]) < 1.0 and float(shaped[0, 0]) == 1.0
+  # DAPO's buffer is 4096 tokens: no penalty up to max_len - 4096, -1 at max_len.
+  shaped = obj.shape_rewards(r, jnp.array([10, 8192, 0, 6144]), max_len=8192)
+  np.testing.assert_allclose(shaped, [[1.0, 0.0], [0.0, 0.5]])
   assert np.all(np.asarray(O.objective("grpo").select_groups(r)))
 
 

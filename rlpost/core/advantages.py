@@ -250,7 +250,7 @@ def _group_std(r: Array) -> Array:
   return jnp.sqrt(jnp.sum(jnp.square(centred), axis=1, keepdims=True) / max(g - 1, 1))
 
 
-# --- DCPO: smooth advantage standardization ---------------------------------------------------------
+# --- DCPO: smooth advantage standardization -----------------------------------------------------
 
 
 def init_dcpo_stats(num_prompts: int) -> dict[str, Array]:
@@ -308,7 +308,8 @@ def dcpo_smooth_advantages(
   mu_old = state["mean"][ids] * old_mean_ratio
   sd_old = state["std"][ids]
   mu_tot = (k * mu_old + mu_new) / i
-  var_tot = (k * jnp.square(sd_old) + jnp.square(sd_new) + (k / i) * jnp.square(mu_new - mu_old)) / i
+  var_tot = (k * jnp.square(sd_old) + jnp.square(sd_new)
+             + (k / i) * jnp.square(mu_new - mu_old)) / i
   sd_tot = jnp.sqrt(jnp.maximum(var_tot, 0.0))
 
   spread = _has_spread(r)
@@ -500,7 +501,8 @@ def empg_advantages(
 ) -> Array:
   """EMPG: rescale each step's advantage by its confidence and add a future-clarity bonus.
 
-    H_t  = mean token entropy of step t;   Hn = (H - min_batch H) / (max_batch H - min_batch H + eps)
+    H_t  = mean token entropy of step t
+    Hn   = (H - min_batch H) / (max_batch H - min_batch H + eps)
     g(H_t) = exp(-k Hn_t) / mean_{valid steps} exp(-k Hn)       (batch mean of g is exactly 1)
     f(H_{t+1}) = exp(-k_future Hn_{t+1})   (0 for the last step of a trace)
     A_mod = A_i g(H_t) + zeta f(H_{t+1});   A_final = A_mod - mean_{valid steps} A_mod
@@ -602,7 +604,7 @@ def oblr_baseline_advantages(rewards: Array, grad_sq_norms: Array) -> Array:
 
 def dist_po_temperature(prev_entropy: Array, *, entropy_target: float = 0.5,
                         t_high: float = 1.2, t_low: float = 0.8) -> Array:
-  """T = t_high if H <= H0 else t_low: pull the policy toward a hotter (cooler) version of itself."""
+  """T = t_high if H <= H0 else t_low: pull the policy toward a hotter (cooler) version of it."""
   return jnp.where(prev_entropy <= entropy_target, t_high, t_low).astype(jnp.float32)
 
 
@@ -660,4 +662,5 @@ def dist_po_advantages(
   rho = dist_po_tempered_ratio(old_logp_tempered, old_logp, mask)
   base = broadcast_to_tokens(grpo_advantages(rewards, eps=eps), mask)
   adv = jnp.where(mask.astype(bool), (1.0 - alpha) * base + alpha * correct[:, None] * rho, 0.0)
-  return adv, {"alpha": alpha, "correct_fraction": frac, "rho_mean": aggregation.masked_mean(rho, mask)}
+  return adv, {"alpha": alpha, "correct_fraction": frac,
+               "rho_mean": aggregation.masked_mean(rho, mask)}
