@@ -1,0 +1,1 @@
+"""Classical control: JAX environments, inventory HDPO, NDP, LPN and PureJaxRL-style PPO."""
