@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",  # progress bars in the experiment binaries
     "gymnax>=0.0.8",  # CartPole/Acrobot/Pendulum for the control and meta loops
     "evosax>=0.2",  # Open_ES / CMA-ES for meta-training and IWOCS
+    "six",  # imported by gymnax's bsuite environments without being declared by gymnax
 ]
 
 EXTRAS = {
