@@ -1,0 +1,414 @@
+"""The RL post-training loop for LLM policies (GRPO family), one objective from the registry.
+
+One iteration (`RLTrainer.step`):
+  1. rollout: P prompts from the data stream, G completions each with the KV-cache sampler
+     (Shao et al., "DeepSeekMath" / GRPO, 2024, arXiv 2402.03300);
+  2. rewards r = reward_fn(response, record) (0/1 accuracy, optional format term), shaped by the
+     objective (DAPO overlong penalty, in tokens);
+     DAPO dynamic sampling (Yu et al., 2025, arXiv 2503.14476): groups whose correctness has zero
+     spread are dropped and NEW prompts are sampled until P informative groups are collected (at
+     most `max_resample_rounds` extra rounds; if still short, the batch is filled with dropped
+     groups whose loss mask is zeroed, and `ds_filled_frac` reports it);
+  3. advantages A = objective.compute_advantages(r [P, G], mask) (the registry; objective state in
+     the train state);
+  4. log-prob phase: ref log-probs when KL is on; old (trainer) log-probs when the update is
+     off-policy (ppo_epochs > 1 or several mini-batches). With one epoch and one mini-batch the
+     update is on-policy and old_logp = stop_gradient(logp) inside the loss (ratio exactly 1,
+     same gradient, one forward pass saved);
+  5. truncated IS (Yao et al., 2025, "Your efficient RL framework secretly brings you off-policy
+     RL training"): the per-token loss is multiplied by min(exp(logp_trainer_old - logp_sampler),
+     cap) (the registry's `tis_cap`);
+  6. mu PPO epochs over `num_minibatches` mini-batches, each accumulated over micro-batches with
+     `objective.loss_parts`: grad = sum_i grad(total_i) / sum_i denom_i, which equals the
+     full-mini-batch gradient for every aggregation mode (the denominators do not depend on the
+     parameters).
+
+The update is one jitted function that donates the train state. Micro-batches never split a
+group (a clear error otherwise) so group-level quantities stay inside one micro-batch.
+
+Deviations: no per-epoch shuffling of mini-batches (a fixed order keeps resumes exact); the
+truncation rate counts responses that hit `max_new_tokens` without <eos>.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from rlpost import core
+from rlpost import objectives
+from rlpost.llm.model import chunked_logp_entropy
+from rlpost.llm.model import hidden_states
+from rlpost.llm.sampler import Sampler
+from rlpost.llm.sampler import left_pad
+from rlpost.llm.tasks import accuracy_reward
+from rlpost.llm.train import TrainState
+from rlpost.llm.train import decode_responses
+from rlpost.llm.train import encode_prompts
+from rlpost.llm.train import step_key
+from rlpost.llm.train import stream_indices
+
+# Presets the LLM loop runs out of the box (others work when they need no extra inputs).
+SUPPORTED_OBJECTIVES = ("grpo", "dr_grpo", "dapo", "gspo", "cispo", "rloo", "reinforce_pp")
+
+
+@dataclasses.dataclass(frozen=True)
+class RLConfig:
+  """Rollout and update shapes of one RL step (validated; errors name the field).
+
+  batch_size counts completions (P prompts x G completions); micro_batch_size completions per
+  gradient-accumulation slice; num_minibatches optimizer steps per PPO epoch; ppo_epochs = mu.
+  """
+  batch_size: int = 64
+  group_size: int = 8
+  micro_batch_size: int = 64
+  num_minibatches: int = 1
+  ppo_epochs: int = 1
+  max_new_tokens: int = 32
+  temperature: float = 1.0
+  top_k: Optional[int] = None
+  top_p: Optional[float] = None
+  max_resample_rounds: int = 4
+  format_weight: float = 0.0
+
+  def __post_init__(self):
+    for name in ("batch_size", "group_size", "micro_batch_size", "num_minibatches", "ppo_epochs",
+                 "max_new_tokens"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"rl.{name} must be a positive int, got {v!r}")
+    if self.batch_size % self.group_size:
+      raise ValueError(f"rl.group_size={self.group_size} does not divide "
+                       f"rl.batch_size={self.batch_size} (batch = prompts x group_size)")
+    if self.micro_batch_size % self.group_size:
+      raise ValueError(f"rl.micro_batch_size={self.micro_batch_size} would split a group of "
+                       f"rl.group_size={self.group_size}; use a multiple of group_size")
+    if self.batch_size % self.num_minibatches or \
+        (self.batch_size // self.num_minibatches) % self.group_size:
+      raise ValueError(f"rl.num_minibatches={self.num_minibatches} must split "
+                       f"rl.batch_size={self.batch_size} into whole groups of {self.group_size}")
+    mini = self.batch_size // self.num_minibatches
+    if mini % self.micro_batch_size:
+      raise ValueError(f"rl.micro_batch_size={self.micro_batch_size} must divide the mini-batch "
+                       f"of {mini} completions (batch_size / num_minibatches)")
+    if not self.temperature > 0:
+      raise ValueError(f"rl.temperature must be > 0 for RL sampling, got {self.temperature!r}")
+    if self.max_resample_rounds < 0:
+      raise ValueError(f"rl.max_resample_rounds must be >= 0, got {self.max_resample_rounds!r}")
+
+  @property
+  def num_prompts(self) -> int:
+    return self.batch_size // self.group_size
+
+  @property
+  def on_policy(self) -> bool:
+    return self.ppo_epochs == 1 and self.num_minibatches == 1
+
+
+def make_objective(name: str, overrides: Optional[dict[str, Any]] = None, *,
+                   max_new_tokens: int, overlong_fraction: float = 0.2) -> objectives.Objective:
+  """objective(name, **overrides) adapted to short responses.
+
+  DAPO's overlong buffer (4096 of 20480 tokens) is rescaled to `overlong_fraction` of
+  `max_new_tokens` unless overridden, since a buffer >= the response budget would penalise
+  every token (deviation, documented in BUILD_NOTES).
+  """
+  overrides = dict(overrides or {})
+  obj = objectives.objective(name, **overrides)
+  cfg = obj.config
+  if cfg.advantage == "gae":
+    raise ValueError(f"objective {name!r} needs a critic (batch['values']); the LLM loop has none."
+                     f" Supported: {', '.join(SUPPORTED_OBJECTIVES)}")
+  if (cfg.overlong_buffer is not None and "overlong_buffer" not in overrides and
+      cfg.overlong_buffer >= max_new_tokens):
+    overrides["overlong_buffer"] = max(1, int(round(overlong_fraction * max_new_tokens)))
+    obj = objectives.objective(name, **overrides)
+  return obj
+
+
+def response_logp_entropy(model, tokens: jax.Array, attention_mask: jax.Array,
+                          prompt_len: int) -> tuple[jax.Array, jax.Array]:
+  """log p(y_t | x, y_<t) and entropy on the response grid [B, R] of a [B, P + R] sequence.
+
+  Projects only the response positions to the vocabulary (the prompt's logits are never needed).
+  Equal to `token_logprobs_and_entropy(...)[:, P:]` on response tokens (tested); zero where the
+  response is padding.
+  """
+  hidden = hidden_states(model, tokens, attention_mask)[:, prompt_len - 1:-1]
+  logp, ent = chunked_logp_entropy(model.head_weight(), hidden, tokens[:, prompt_len:],
+                                   dtype=model.config.jnp_dtype)
+  valid = attention_mask[:, prompt_len:].astype(jnp.float32)
+  return logp * valid, ent * valid
+
+
+def _combine(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Reduces stacked per-micro-batch metrics: min / max for *_min / *_max, mean otherwise."""
+  out = {}
+  for k, v in metrics.items():
+    if k.endswith("_min"):
+      out[k] = jnp.min(v)
+    elif k.endswith("_max"):
+      out[k] = jnp.max(v)
+    else:
+      out[k] = jnp.mean(v)
+  return out
+
+
+def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
+                     objective: objectives.Objective, rl_config: RLConfig, *, prompt_len: int):
+  """Jitted `update(state, batch, data_pos, objective_state) -> (state, metrics)`, state donated.
+
+  batch holds [B, ...] arrays: tokens, attention_mask (full [B, P + R]), mask, advantages,
+  sampler_logp (response grid [B, R]) and, when needed, old_logp and ref_logp.
+  """
+  cfg = rl_config
+  mini = cfg.batch_size // cfg.num_minibatches
+  n_micro = mini // cfg.micro_batch_size
+  need_rng = "rng" in objectives.SURROGATES[objective.config.surrogate].batch_keys
+
+  def loss_fn(params, mb, rng):
+    model = nnx.merge(graphdef, params)
+    logp, ent = response_logp_entropy(model, mb["tokens"], mb["attention_mask"], prompt_len)
+    old = jax.lax.stop_gradient(logp) if cfg.on_policy else mb["old_logp"]
+    batch = {"logp": logp, "old_logp": old, "advantages": mb["advantages"], "mask": mb["mask"],
+             "entropy": ent, "sampler_logp": mb["sampler_logp"]}
+    if "ref_logp" in mb:
+      batch["ref_logp"] = mb["ref_logp"]
+    if need_rng:
+      batch["rng"] = rng
+    parts, metrics = objective.loss_parts(batch, global_batch_size=mini)
+    m = mb["mask"].astype(bool)
+    log_ratio = jnp.where(m, logp - old, 0.0)
+    big = jnp.float32(1e30)
+    metrics = {k: v for k, v in metrics.items() if k not in ("ratio_min", "ratio_max")}
+    any_valid = jnp.any(m)
+    metrics["ratio_min"] = jnp.where(any_valid, jnp.min(jnp.where(m, jnp.exp(log_ratio), big)), 1.0)
+    metrics["ratio_max"] = jnp.where(any_valid, jnp.max(jnp.where(m, jnp.exp(log_ratio), -big)),
+                                     1.0)
+    metrics["entropy_trainer"] = core.masked_mean(ent, m)
+    metrics["trainer_sampler_abs_diff_max"] = jnp.max(
+        jnp.where(m, jnp.abs(old - mb["sampler_logp"]), 0.0))
+    return parts.total, (parts.denom, metrics)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def minibatch_update(params, opt_state, mbatch, rng):
+    def micro(carry, xs):
+      gsum, dsum = carry
+      mb, i = xs
+      (total, (denom, met)), g = grad_fn(params, mb, jax.random.fold_in(rng, i))
+      return (jax.tree.map(jnp.add, gsum, g), dsum + denom), (total, met)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (gsum, denom), (totals, mets) = jax.lax.scan(
+        micro, (zeros, jnp.zeros((), jnp.float32)), (mbatch, jnp.arange(n_micro)))
+    safe = jnp.where(denom > 0, denom, 1.0)
+    grads = jax.tree.map(lambda g: g / safe, gsum)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    met = _combine(mets)
+    met["loss"] = jnp.sum(totals) / safe
+    met["grad_norm"] = optax.global_norm(grads)
+    return params, opt_state, met
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def update(state: TrainState, batch: dict[str, jax.Array], data_pos, objective_state):
+    params, opt_state = state["params"], state["opt_state"]
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+    all_mets = []
+    for epoch in range(cfg.ppo_epochs):
+      for k in range(cfg.num_minibatches):
+        sl = lambda a: a[k * mini:(k + 1) * mini].reshape((n_micro, cfg.micro_batch_size)
+                                                          + a.shape[1:])
+        mbatch = jax.tree.map(sl, batch)
+        params, opt_state, met = minibatch_update(
+            params, opt_state, mbatch, jax.random.fold_in(rng, epoch * cfg.num_minibatches + k))
+        all_mets.append(met)
+    metrics = _combine({k: jnp.stack([m[k] for m in all_mets]) for k in all_mets[0]})
+    new_state = {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1,
+                 "data_pos": jnp.asarray(data_pos, jnp.int32), "objective_state": objective_state}
+    return new_state, metrics
+
+  return update
+
+
+class RLTrainer:
+  """Runs RL steps on a train state: rollout, rewards, advantages, log-probs, update.
+
+  Args:
+    graphdef: `nnx.split(model)[0]` of the policy.
+    params: initial policy params (used to build the sampler; the state's params are used after).
+    tokenizer: transformers tokenizer (pad / eos ids are read from it).
+    objective: a registry `Objective` (see `make_objective`).
+    rl_config: `RLConfig`.
+    optimizer: optax transformation (must match the state's opt_state).
+    pool: training records (TabMWPRecord); the data stream walks over them.
+    data_seed: seed of the data order.
+    prompt_len: prompt bucket (prompts are left-padded to it).
+    reward_fn: fn(responses, records) -> [B] float rewards (e.g. tasks.make_reward_fn()).
+    ref_params: reference-policy params for KL (required when the objective has KL).
+  """
+
+  def __init__(self, *, graphdef, params, tokenizer, objective: objectives.Objective,
+               rl_config: RLConfig, optimizer, pool: Sequence[Any], data_seed: int,
+               prompt_len: int, reward_fn: Callable[..., np.ndarray], ref_params: Any = None):
+    self.graphdef, self.tokenizer, self.objective = graphdef, tokenizer, objective
+    self.cfg, self.pool, self.data_seed, self.prompt_len = rl_config, pool, data_seed, prompt_len
+    self.reward_fn = reward_fn
+    ocfg = objective.config
+    if rl_config.group_size < ocfg.min_group_size:
+      raise ValueError(f"rl.group_size={rl_config.group_size} < min_group_size="
+                       f"{ocfg.min_group_size} of objective {ocfg.name!r}")
+    self.use_kl = ocfg.kl_placement is not None and ocfg.kl_coef > 0
+    if self.use_kl and ref_params is None:
+      raise ValueError(f"objective {ocfg.name!r} has KL (kl_coef={ocfg.kl_coef}); pass ref_params")
+    # A private copy: the train state (whose params may alias these) is donated every step.
+    self.ref_params = None if ref_params is None else jax.tree.map(jnp.copy, ref_params)
+    self.pad_id = tokenizer.pad_token_id or 0
+    self.eos_id = tokenizer.eos_token_id
+    self.sampler = Sampler(nnx.merge(graphdef, params))
+    self.update = make_update_step(graphdef, optimizer, objective, rl_config,
+                                   prompt_len=prompt_len)
+
+    @jax.jit
+    def logprob_fn(p, tokens, attention_mask):
+      return response_logp_entropy(nnx.merge(graphdef, p), tokens, attention_mask, prompt_len)[0]
+
+    self.logprob_fn = logprob_fn
+    self.dynamic_sampling = "dynamic_sampling" in ocfg.selectors
+
+  # -- rollout ----------------------------------------------------------------------------------
+
+  def _sample_round(self, params, data_pos: int, key) -> dict[str, Any]:
+    cfg = self.cfg
+    idx = stream_indices(self.data_seed, len(self.pool), data_pos, cfg.num_prompts)
+    records = [self.pool[i] for i in idx]
+    prompts = encode_prompts(self.tokenizer, records, max_len=self.prompt_len)
+    rep = [p for p in prompts for _ in range(cfg.group_size)]
+    toks, mask = left_pad(rep, pad_id=self.pad_id, length=self.prompt_len)
+    self.sampler.set_params(params)
+    out = self.sampler.generate(toks, mask, max_new_tokens=cfg.max_new_tokens,
+                                temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                                stop_ids=(self.eos_id,), pad_id=self.pad_id, seed=key)
+    rt, rm = np.asarray(out.response_tokens), np.asarray(out.response_mask)
+    texts = decode_responses(self.tokenizer, rt, rm)
+    recs = [r for r in records for _ in range(cfg.group_size)]
+    rewards = np.asarray(self.reward_fn(texts, recs), np.float32)
+    if rewards.shape != (cfg.batch_size,) or not np.all(np.isfinite(rewards)):
+      from rlpost.llm.tasks import check_rewards_finite  # pylint: disable=g-import-not-at-top
+      rewards = check_rewards_finite(rewards, recs)
+    acc = np.asarray([accuracy_reward(t, r) for t, r in zip(texts, recs)], np.float32)
+    lengths = rm.sum(axis=1)
+    has_eos = np.any((rt == self.eos_id) & rm.astype(bool), axis=1)
+    g = cfg.group_size
+    grp = lambda a: a.reshape((cfg.num_prompts, g) + a.shape[1:])
+    return {"tokens": grp(np.asarray(out.tokens)), "attention_mask": grp(
+        np.asarray(out.attention_mask)), "mask": grp(rm), "sampler_logp": grp(
+            np.asarray(out.logp)), "entropy": grp(np.asarray(out.entropy)),
+            "rewards": grp(rewards), "acc": grp(acc), "lengths": grp(lengths),
+            "truncated": grp(~has_eos), "prompt_ids": idx}
+
+  def rollout(self, params, data_pos: int, key) -> tuple[dict[str, Any], int, dict[str, float]]:
+    """P groups (dynamic sampling refills dropped ones); returns (groups, new data_pos, stats)."""
+    cfg = self.cfg
+    first = self._sample_round(params, data_pos, jax.random.fold_in(key, 0))
+    data_pos += cfg.num_prompts
+    stats = {"zero_spread_frac": float(np.mean(first["acc"].max(1) == first["acc"].min(1)))}
+    if not self.dynamic_sampling:
+      stats.update(ds_rounds=0.0, ds_filled_frac=0.0)
+      return first, data_pos, stats
+    rounds, kept, dropped = [first], [], []
+    def split(r):
+      keep = np.asarray(self.objective.select_groups(jnp.asarray(r["acc"])))
+      for i in range(cfg.num_prompts):
+        (kept if keep[i] else dropped).append((r, i))
+    split(first)
+    n_rounds = 0
+    while len(kept) < cfg.num_prompts and n_rounds < cfg.max_resample_rounds:
+      n_rounds += 1
+      r = self._sample_round(params, data_pos, jax.random.fold_in(key, n_rounds))
+      data_pos += cfg.num_prompts
+      rounds.append(r)
+      split(r)
+    chosen = kept[:cfg.num_prompts]
+    n_fill = cfg.num_prompts - len(chosen)
+    chosen += dropped[:n_fill]
+    out = {k: np.stack([r[k][i] for r, i in chosen]) for k in first if k != "prompt_ids"}
+    out["prompt_ids"] = np.asarray([r["prompt_ids"][i] for r, i in chosen])
+    if n_fill:  # filled groups carry no gradient: their loss mask is zeroed
+      out["mask"] = out["mask"].copy()
+      out["mask"][cfg.num_prompts - n_fill:] = 0
+    stats.update(ds_rounds=float(n_rounds), ds_filled_frac=n_fill / cfg.num_prompts)
+    return out, data_pos, stats
+
+  # -- one step ---------------------------------------------------------------------------------
+
+  def step(self, state: TrainState) -> tuple[TrainState, dict[str, float]]:
+    """One RL iteration; returns the new state (the old one is donated) and scalar metrics."""
+    cfg = self.cfg
+    step = int(state["step"])
+    key = step_key(state)
+    t0 = time.perf_counter()
+    groups, data_pos, stats = self.rollout(state["params"], int(state["data_pos"]), key)
+    flat = lambda a: a.reshape((cfg.batch_size,) + a.shape[2:])
+    tokens, attn = jnp.asarray(flat(groups["tokens"])), jnp.asarray(flat(groups["attention_mask"]))
+    mask = jnp.asarray(flat(groups["mask"]), jnp.float32)
+    shaped = self.objective.shape_rewards(jnp.asarray(groups["rewards"]),
+                                          jnp.asarray(flat(groups["lengths"])),
+                                          max_len=cfg.max_new_tokens)
+    t1 = time.perf_counter()
+    batch = {"tokens": tokens, "attention_mask": attn, "mask": mask,
+             "sampler_logp": jnp.asarray(flat(groups["sampler_logp"]))}
+    old_logp = ref_logp = None
+    if not cfg.on_policy:
+      old_logp = self.logprob_fn(state["params"], tokens, attn)
+      batch["old_logp"] = old_logp
+    if self.use_kl:
+      ref_logp = self.logprob_fn(self.ref_params, tokens, attn)
+      batch["ref_logp"] = ref_logp
+    if old_logp is not None or ref_logp is not None:
+      jax.block_until_ready((old_logp, ref_logp))
+    t2 = time.perf_counter()
+    adv, obj_state = self.objective.compute_advantages(
+        shaped, mask, state=state["objective_state"],
+        prompt_ids=jnp.asarray(groups["prompt_ids"]),
+        old_logp=old_logp if old_logp is not None else batch["sampler_logp"], ref_logp=ref_logp,
+        extra={"entropy": jnp.asarray(flat(groups["entropy"]))})
+    batch["advantages"] = adv
+    state, met = self.update(state, batch, data_pos, obj_state)
+    met = jax.device_get(met)
+    t3 = time.perf_counter()
+    n_resp = float(np.sum(groups["lengths"]))
+    n_all = float(jnp.sum(attn))
+    lengths = groups["lengths"]
+    rewards = np.asarray(shaped)
+    out = {
+        "step": step + 1,
+        "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
+        "accuracy": float(groups["acc"].mean()),
+        "zero_spread_frac": stats["zero_spread_frac"],
+        "ds_rounds": stats["ds_rounds"], "ds_filled_frac": stats["ds_filled_frac"],
+        "clip_frac_low": float(met.get("clip_frac_low", 0.0)),
+        "clip_frac_high": float(met.get("clip_frac_high", 0.0)),
+        "ratio_min": float(met["ratio_min"]), "ratio_max": float(met["ratio_max"]),
+        "kl": float(met.get("kl", 0.0)), "entropy": float(
+            np.sum(groups["entropy"]) / max(n_resp, 1.0)),
+        "response_len_mean": float(lengths.mean()), "response_len_max": float(lengths.max()),
+        "truncation_rate": float(groups["truncated"].mean()),
+        "loss": float(met["loss"]), "grad_norm": float(met["grad_norm"]),
+        "tis_weight_mean": float(met.get("tis_weight_mean", 1.0)),
+        "trainer_sampler_abs_diff_max": float(met["trainer_sampler_abs_diff_max"]),
+        "time_rollout": t1 - t0, "time_logprob": t2 - t1, "time_train": t3 - t2,
+        "tokens_per_s_rollout": n_resp / max(t1 - t0, 1e-9),
+        "tokens_per_s_logprob": (n_all * (int(old_logp is not None) + int(ref_logp is not None))
+                                 / max(t2 - t1, 1e-9)),
+        "tokens_per_s_train": n_all * cfg.ppo_epochs / max(t3 - t2, 1e-9),
+    }
+    return state, out
