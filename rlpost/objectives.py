@@ -349,8 +349,11 @@ class Objective:
     """Adds the DAPO overlong penalty (in tokens) when the preset enables it."""
     if self.config.overlong_buffer is None:
       return rewards
-    buffer = min(self.config.overlong_buffer, max_len)
-    pen = core.overlong_penalty(lengths, max_len=max_len, buffer=buffer,
+    if self.config.overlong_buffer > max_len:
+      raise ValueError(
+          f"overlong_buffer={self.config.overlong_buffer} exceeds max_len={max_len}: the penalty "
+          f"would start at token 0; set overlong_buffer <= max_len (DAPO: 4096 of 20480)")
+    pen = core.overlong_penalty(lengths, max_len=max_len, buffer=self.config.overlong_buffer,
                                 factor=self.config.overlong_factor)
     return rewards + pen.reshape(rewards.shape)
 

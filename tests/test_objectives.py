@@ -142,6 +142,8 @@ def test_dynamic_sampling_selector_and_overlong_shaping():
   # DAPO's buffer is 4096 tokens: no penalty up to max_len - 4096, -1 at max_len.
   shaped = obj.shape_rewards(r, jnp.array([10, 8192, 0, 6144]), max_len=8192)
   np.testing.assert_allclose(shaped, [[1.0, 0.0], [0.0, 0.5]])
+  with pytest.raises(ValueError, match="overlong_buffer"):
+    obj.shape_rewards(r, jnp.array([1, 2, 3, 4]), max_len=16)
   assert np.all(np.asarray(O.objective("grpo").select_groups(r)))
 
 
