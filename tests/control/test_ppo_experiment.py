@@ -1,9 +1,6 @@
 """Smoke run of experiments/ppo_gymnax.py, and its config-error path."""
 import importlib.util
-import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
@@ -12,18 +9,8 @@ from rlpost.meta import discovery
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _run(binary, config, workdir):
-  proc = subprocess.run(
-      [sys.executable, str(REPO / "experiments" / binary), f"--config={config}",
-       f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  for name in ("metrics.jsonl", "curves.png", "summary.json"):
-    assert (workdir / name).exists(), name
-  return proc.stdout, json.loads((workdir / "summary.json").read_text())
-
-
-def test_ppo_gymnax_smoke(tmp_path):
-  stdout, summary = _run("ppo_gymnax.py", "experiments/configs/ppo_gymnax.py:smoke", tmp_path)
+def test_ppo_gymnax_smoke(tmp_path, run_binary):
+  stdout, summary = run_binary("ppo_gymnax.py", "experiments/configs/ppo_gymnax.py:smoke", tmp_path)
   assert summary["env_name"] == "CartPole-v1" and summary["num_seeds"] == 2
   assert len(summary["final_return_per_seed"]) == 2
   assert summary["steps_per_s"] > 0

@@ -1,24 +1,12 @@
 """Smoke run of experiments/discover_objective.py (CI-sized config)."""
 import json
 import pathlib
-import subprocess
-import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _run(binary, config, workdir):
-  proc = subprocess.run(
-      [sys.executable, str(REPO / "experiments" / binary), f"--config={config}",
-       f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  for name in ("metrics.jsonl", "curves.png", "summary.json"):
-    assert (workdir / name).exists(), name
-  return proc.stdout, json.loads((workdir / "summary.json").read_text())
-
-
-def test_discover_objective_smoke(tmp_path):
-  stdout, summary = _run("discover_objective.py",
+def test_discover_objective_smoke(tmp_path, run_binary):
+  stdout, summary = run_binary("discover_objective.py",
                          "experiments/configs/discover_objective.py:smoke", tmp_path)
   assert set(summary["history"]) == {"lpo", "ta_lpo"}
   assert len(summary["history"]["lpo"]) == 2  # two generations

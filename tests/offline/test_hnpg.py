@@ -83,15 +83,6 @@ def test_hnpg_solves_a_lock_that_on_policy_npg_cannot():
   assert on_policy["success"][-1] < 0.05
 
 
-def test_experiment_smoke_writes_artefacts(tmp_path, repo_root):
-  import json
-  import subprocess
-  import sys
-  out = subprocess.run(
-      [sys.executable, "experiments/hnpg.py", "--config=experiments/configs/hnpg.py:smoke",
-       f"--workdir={tmp_path}"], cwd=repo_root, capture_output=True, text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-2000:]
-  for name in ("metrics.jsonl", "curves.png", "summary.json"):
-    assert (tmp_path / name).exists(), name
-  summary = json.loads((tmp_path / "summary.json").read_text())
+def test_experiment_smoke_writes_artefacts(tmp_path, run_binary):
+  _, summary = run_binary("hnpg.py", "experiments/configs/hnpg.py:smoke", tmp_path, timeout=600)
   assert set(summary["variants"]) == {"hnpg", "npg", "offline"}
