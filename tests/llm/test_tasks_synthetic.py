@@ -147,6 +147,21 @@ def test_style_flag_selects_teacher():
   assert verbose.solution == rows.solutions["verbose"] != rows.solution
 
 
+def test_style_mixture_picks_one_listed_teacher_per_problem_by_hash():
+  recs = tasks.generate_dataset(400, seed=3, split="train", level=1, style="rows+terse")
+  picked = [next(s for s in ("rows", "terse") if r.solution == r.solutions[s]) for r in recs]
+  assert 0.35 < picked.count("rows") / len(recs) < 0.65  # both teachers appear
+  again = tasks.generate_dataset(400, seed=3, split="train", level=1, style="terse+rows")
+  # The choice hashes the problem text, so it depends on neither the seed nor the order listed
+  # beyond which parts exist; the same problem always gets the same teacher for one mixture.
+  assert [r.solution for r in recs] == [
+      r.solution for r in tasks.generate_dataset(400, seed=3, split="train", level=1,
+                                                 style="rows+terse")]
+  assert all(r.solution in (r.solutions["rows"], r.solutions["terse"]) for r in again)
+  with pytest.raises(ValueError, match="'fancy'"):
+    tasks.sample_problem(seed=0, split="train", index=0, style="rows+fancy")
+
+
 def test_unique_option_dedupes_deterministically():
   fams = ["linearity"]  # smallest problem space at level 1
   plain = tasks.generate_dataset(120, seed=0, split="dev", level=1, families=fams)

@@ -27,6 +27,9 @@ Solutions come in several teacher "styles" (all stored in `record.solutions`, on
            (the default; a tiny model learns this copy-then-compute format far more easily);
   verbose  full sentences naming each row and the operation;
   terse    the bare computation, no copied rows.
+A mixture such as "rows+terse" gives each problem ONE of the listed styles, chosen by a hash of the
+problem text (deterministic, independent of seed and index): demonstrations from several teachers
+of different reliability, as in real SFT data.
 The final "The answer is X." is appended by `prompts.format_target`, not stored in the solution.
 
 Deviation from TabMWP: numbers carry no thousands separators and answers are always integers
@@ -312,8 +315,21 @@ def _check_args(seed, split, index, level, families, style):
   for f in families:
     if f not in _FAMILY_FNS:
       raise ValueError(f"unknown family {f!r} in families; known: {FAMILIES}")
-  if style not in STYLES:
-    raise ValueError(f"unknown solution style {style!r}; known: {STYLES}")
+  parts = style.split("+") if isinstance(style, str) else [style]
+  for part in parts:
+    if part not in STYLES:
+      raise ValueError(f"unknown solution style {part!r} in style={style!r}; known: {STYLES} "
+                       f"or a '+'-joined mixture of them such as 'rows+terse'")
+
+
+def solution_style(style: str, question: str, table: str) -> str:
+  """The style a problem's `solution` uses: `style`, or for a mixture "a+b+..." one of its parts
+  picked by a hash of the problem text (so every split and seed agree on it)."""
+  parts = style.split("+")
+  if len(parts) == 1:
+    return style
+  digest = hashlib.sha256(("style|" + problem_key(question, table)).encode()).digest()
+  return parts[int.from_bytes(digest[:4], "little") % len(parts)]
 
 
 def sample_problem(*, seed: int, split: str, index: int, level: int = 1,
@@ -335,7 +351,7 @@ def sample_problem(*, seed: int, split: str, index: int, level: int = 1,
   raw = dict(question=question, choices=None if choices is None else list(choices),
              answer=answer, unit=unit, table_title=title, table=table,
              table_for_pd=columns, row_num=row_num, column_num=column_num,
-             solution=solutions[style], ques_type=ques_type, ans_type=ans_type,
+             solution=solutions[solution_style(style, question, table)], ques_type=ques_type, ans_type=ans_type,
              grade=spec.grade, split=split, family=family, difficulty=spec.level,
              solutions=solutions)
   return schema.validate_record(raw, pid=f"syn-{split}-s{seed}-l{spec.level}-{index}")
