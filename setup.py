@@ -26,6 +26,7 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "dev": [
         "pytest>=8",
+        "pytest-xdist>=3.5",  # the README test command runs two workers (2-core CI machine)
         "hypothesis>=6.100",
         "nbclient>=0.10",
         "nbformat>=5.10",

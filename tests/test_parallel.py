@@ -49,7 +49,6 @@ def test_mesh_of_8_equals_1_device(single_process_runs):
   _assert_same(ref, got)
 
 
-@pytest.mark.slow
 def test_two_process_multihost_equals_single_process(single_process_runs, tmp_path):
   with socket.socket() as s:
     s.bind(("localhost", 0))

@@ -144,7 +144,7 @@ def test_sharded_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "hf_ckpt", ["qwen2", pytest.param("llama", marks=pytest.mark.slow)], indirect=True)
+    "hf_ckpt", ["qwen2", "llama"], indirect=True)
 def test_greedy_parity_with_hf_generate(hf_ckpt):
   _, hf_model, path = hf_ckpt
   model, _, _ = hf.load_hf_checkpoint(path)
@@ -160,7 +160,6 @@ def test_greedy_parity_with_hf_generate(hf_ckpt):
   np.testing.assert_array_equal(np.asarray(out.response_tokens)[:, :32], expected)
 
 
-@pytest.mark.slow
 def test_bf16_roundtrip(tmp_path):
   cfg = ModelConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
                     num_attention_heads=4, num_key_value_heads=2, param_dtype="bfloat16",
