@@ -8,6 +8,13 @@
 Writes <workdir>/<objective>/ (a full train_llm run each: metrics.jsonl, curves.png,
 summary.json, ...), comparison.png, comparison.md / comparison.json, and prints the table.
 Logic: rlpost.llm.train.compare_objectives.
+
+Issue 5 (seed objectives vs grpo, N seeds each, mechanism metrics, summary.json with one entry
+per objective; logic in rlpost.llm.compare):
+  python experiments/compare_objectives.py \
+    --config=experiments/configs/compare_objectives.py:seed --workdir=/tmp/cmp_seed
+  python experiments/compare_objectives.py \
+    --config=experiments/configs/compare_objectives.py:seed_smoke --workdir=/tmp/cmp_seed_smoke
 """
 from absl import app
 from absl import flags

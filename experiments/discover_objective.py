@@ -1,4 +1,4 @@
-"""Meta-train LPO / TA-LPO drifts with Open_ES and report the generalisation table.
+"""Meta-train LPO / TA-LPO drifts (or LPG / TA-LPG) with Open_ES; report the generalisation table.
 
   python experiments/discover_objective.py \
     --config=experiments/configs/discover_objective.py:smoke --workdir=/tmp/discover_smoke
@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from rlpost.meta import discovery  # pylint: disable=g-import-not-at-top
@@ -55,15 +56,20 @@ def main(argv):
           f"{row['seconds']:.1f}s", flush=True)
 
   def save_params(params):
-    np.savez(workdir / "discovered_params.npz", **{
-        f"{name}/{k}": np.asarray(v) for name, p in params.items() for k, v in p.items()})
+    flat = {}
+    for name, p in params.items():
+      for path, leaf in jax.tree_util.tree_flatten_with_path(p)[0]:
+        flat[name + jax.tree_util.keystr(path)] = np.asarray(leaf)
+    np.savez(workdir / "discovered_params.npz", **flat)
     print(f"saved {workdir}/discovered_params.npz", flush=True)
 
   out = discovery.run_discovery(config, callback=on_generation,
                                 log=lambda s: print(s, flush=True), on_meta_trained=save_params)
   metrics_file.close()
 
-  fig, axes = plt.subplots(1, 1 + len(out["generalisation"]), figsize=(5 * (1 + len(out["generalisation"])), 4))
+  fig, axes = plt.subplots(1, 1 + len(out["generalisation"]), figsize=(5 * (1 + len(out["generalisation"])), 4),
+                           squeeze=False)
+  axes = axes[0]
   for name, rows in out["history"].items():
     g = [r["generation"] for r in rows]
     axes[0].plot(g, [r["return_mean"] for r in rows], label=f"{name} population mean")
@@ -94,10 +100,12 @@ def main(argv):
   ta = {}
   for env_name, res in out["generalisation"].items():
     t = res["table"]
-    if "lpo" in t and "ta_lpo" in t:
-      ta[env_name] = {str(n): t["ta_lpo"][str(n)]["mean"] - t["lpo"][str(n)]["mean"]
-                      for n in res["lifetimes"]}
-  summary["ta_lpo_minus_lpo"] = ta
+    for base, aware in (("lpo", "ta_lpo"), ("ppo", "ta_lpg"), ("ppo", "lpg")):
+      if base in t and aware in t:
+        ta.setdefault(f"{aware}_minus_{base}", {})[env_name] = {
+            str(n): t[aware][str(n)]["mean"] - t[base][str(n)]["mean"] for n in res["lifetimes"]}
+  summary["differences"] = ta
+  summary["ta_lpo_minus_lpo"] = ta.get("ta_lpo_minus_lpo", {})
   with open(workdir / "summary.json", "w") as f:
     json.dump(_clean(summary), f, indent=1)
 
@@ -108,7 +116,9 @@ def main(argv):
     for name, cells in res["table"].items():
       print(f"{name:12s}" + "".join(
           f"{cells[str(n)]['mean']:11.1f} +-{cells[str(n)]['stderr']:5.1f}" for n in lifetimes))
-  print(f"\nTA-LPO minus LPO: {json.dumps(_clean(ta))}")
+  if config.get("family", "lpo") == "lpo":
+    print(f"\nTA-LPO minus LPO: {json.dumps(_clean(summary['ta_lpo_minus_lpo']))}")
+  print(f"Differences of means: {json.dumps(_clean(ta))}")
   print(f"wrote {workdir}/summary.json, curves.png, metrics.jsonl "
         f"({summary['wall_seconds']:.0f}s)")
 

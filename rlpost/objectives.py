@@ -659,3 +659,45 @@ register_preset(ObjectiveConfig(
     selector_kwargs={"capo": {"tau_fisher": 1e-3, "tau_hessian": 5e-4, "symmetric": True}},
     paper="Dr.CAPO (arXiv 2510.00819): Dr.GRPO with the curvature mask, tau_F 1e-3, tau_H 5e-4; "
           "pass loss_scale_factor = max completion length"))
+
+# --------------------------------------------------------------------------------------------------
+# Seed objectives II (issue 6): D3S dual-level down-sampling as a token-stage selector.
+
+
+def _d3s_selector(batch, *, group_size, sample_keep, token_keep_frac, cross_group):
+  """D3S mask: max-Var(A) rollouts (per group of `group_size`, or over the batch with
+  `cross_group`), then the top `token_keep_frac` of their tokens by |A| * H.
+
+  The sequence advantage is the masked mean of the token advantages (constant per response for
+  outcome estimators). A fixed point of the D3S schedule: build a new objective with
+  `core.d3s_schedule(progress, ...)` values to follow the curriculum (arXiv 2509.22115).
+  """
+  adv, mask = batch["advantages"], batch["mask"].astype(bool)
+  entropy = jax.lax.stop_gradient(_need(batch, "entropy", "d3s"))
+  b = adv.shape[0]
+  if b % group_size:
+    raise ValueError(f"d3s: batch of {b} responses is not a whole number of groups of "
+                     f"group_size={group_size}; set the selector's group_size to rl.group_size")
+  seq = core.masked_mean(adv, mask, axis=-1)
+  if cross_group:
+    keep = core.d3s_sample_mask(seq.reshape(1, -1), n_keep=sample_keep * (b // group_size),
+                                cross_group=True).reshape(b)
+  else:
+    keep = core.d3s_sample_mask(seq.reshape(-1, group_size), n_keep=sample_keep).reshape(b)
+  sample_mask = mask & keep[:, None]
+  return core.d3s_token_mask(adv, entropy, sample_mask, keep_frac=token_keep_frac)
+
+
+register_selector("d3s", SelectorSpec(
+    _d3s_selector, stage="tokens",
+    defaults={"group_size": 8, "sample_keep": 4, "token_keep_frac": 0.5, "cross_group": False}))
+
+register_preset(ObjectiveConfig(
+    name="d3s", advantage="grpo", surrogate="ppo_clip", agg_mode="token_mean",
+    advantage_kwargs={"eps": 1e-6, "scale_by_std": True}, surrogate_kwargs=_NO_DUAL,
+    selectors=("d3s",),
+    selector_kwargs={"d3s": {"group_size": 8, "sample_keep": 4, "token_keep_frac": 0.5,
+                             "cross_group": False}},
+    paper="D3S (arXiv 2509.22115): GRPO advantages on the full group, then the max-Var(A) "
+          "subset of sample_keep per group and the top token_keep_frac tokens by |A| * H; "
+          "schedule endpoints unpublished (placeholders N_s = G/2, K = 0.5); no KL"))

@@ -49,7 +49,11 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
       num_key_value_heads=2, max_position_embeddings=128))
   c.sft = ml_collections.ConfigDict(dict(
       steps=0, batch_size=32, learning_rate=2e-3, warmup_steps=20, weight_decay=0.0,
-      cosine=True, control_learning_rate=0.0))  # 0 = same as learning_rate
+      cosine=True, control_learning_rate=0.0,  # 0 = same as learning_rate
+      # "xent" (cross-entropy) | "otr" (One-Token Rollout, arXiv 2509.26313: K candidates per
+      # position from softmax(z / otr_temperature), reward 1 for the gold token, otr_wrong_reward
+      # otherwise). Used by the SFT warm-start phase only (the control stays cross-entropy).
+      loss="xent", otr_num_samples=16, otr_temperature=1.0, otr_wrong_reward=0.0))
   c.rl = ml_collections.ConfigDict(dict(
       steps=60, batch_size=64, group_size=8, micro_batch_size=64, num_minibatches=1,
       ppo_epochs=1, max_new_tokens=32, temperature=1.0, top_k=0, top_p=1.0,

@@ -43,6 +43,7 @@ def capo_token_metrics(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    top_k: int | None = None,
 ) -> dict[str, Array]:
   """Per-token closed-form curvature metrics of CAPO (see module docstring for the equations).
 
@@ -55,6 +56,9 @@ def capo_token_metrics(
     adam_mu, adam_nu: `[V, d]` Adam first/second moments of the LM head, or None for SGD.
     adam_count: Adam's step count t (bias correction uses t + 1).
     b1, b2, eps: Adam hyperparameters.
+    top_k: restrict pi to the top-k logits of each token (renormalised; the official code's
+      support size, a hidden hyperparameter). None = the full vocabulary (exact). The sampled
+      token keeps its one-hot e_a even when it falls outside the support (then pi_a = 0).
 
   Returns:
     dict with `m_hessian`, `m_fisher`, `hess`, `grad_dot` (<g, g~>), `v_dot_u`, all `[...]`.
@@ -62,6 +66,11 @@ def capo_token_metrics(
   h = jax.lax.stop_gradient(hidden.astype(jnp.float32))
   z = jax.lax.stop_gradient(logits.astype(jnp.float32))
   a = jax.lax.stop_gradient(advantages.astype(jnp.float32))
+  if top_k is not None:
+    if not 1 <= top_k <= z.shape[-1]:
+      raise ValueError(f"capo top_k must be in [1, {z.shape[-1]}]; got {top_k}")
+    kth = jax.lax.top_k(z, top_k)[0][..., -1:]
+    z = jnp.where(z >= kth, z, -jnp.inf)
   pi = jax.nn.softmax(z, axis=-1)
   v = jax.nn.one_hot(actions, z.shape[-1], dtype=jnp.float32) - pi
   hh = jnp.sum(jnp.square(h), axis=-1)

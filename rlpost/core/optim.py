@@ -350,8 +350,9 @@ def oblr_scale(
     raise ValueError(f"oblr_scale decay must be in [0, 1); got {decay}")
 
   def init_fn(params):
-    zeros = jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params)
-    return OblrScaleState(count=jnp.zeros((), jnp.int32), grad_mean=zeros, grad_sq=zeros,
+    zeros = lambda: jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params)
+    # Two distinct trees: a state that aliases one buffer twice cannot be donated to a jit.
+    return OblrScaleState(count=jnp.zeros((), jnp.int32), grad_mean=zeros(), grad_sq=zeros(),
                           snr=jnp.zeros((), jnp.float32), scale=jnp.ones((), jnp.float32))
 
   def update_fn(updates, state, params=None, *, snr=None, **extra_args):

@@ -178,9 +178,9 @@ class Decoder(nnx.Module):
     self.lm_head = (None if config.tie_word_embeddings else Dense(
         config.hidden_size, config.vocab_size, use_bias=False, config=config, rngs=rngs))
 
-  def __call__(self, tokens: jax.Array, positions: jax.Array, mask: jax.Array, *,
-               cache: Optional[KVCache] = None,
-               cache_index: Any = 0) -> tuple[jax.Array, Optional[list]]:
+  def __call__(self, tokens: Optional[jax.Array], positions: jax.Array, mask: jax.Array, *,
+               cache: Optional[KVCache] = None, cache_index: Any = 0,
+               inputs_embeds: Optional[jax.Array] = None) -> tuple[jax.Array, Optional[list]]:
     """Final hidden states [B, T, H] (after the last norm) and the updated cache.
 
     Args:
@@ -191,9 +191,14 @@ class Decoder(nnx.Module):
       cache: optional per-layer (k, v) buffers [B, S, KV, D]; the new keys/values are written at
         slots [cache_index, cache_index + T).
       cache_index: int or scalar int array.
+      inputs_embeds: optional [B, T, H] input embeddings used instead of looking up `tokens`
+        (which may then be None), e.g. for latent "think" embeddings (agents/dmlr.py).
     """
     cfg = self.config
-    x = jnp.take(self.embed_tokens.value, tokens, axis=0).astype(cfg.jnp_dtype)
+    if inputs_embeds is None:
+      x = jnp.take(self.embed_tokens.value, tokens, axis=0).astype(cfg.jnp_dtype)
+    else:
+      x = inputs_embeds.astype(cfg.jnp_dtype)
     cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta)
     new_cache = [] if cache is not None else None
     for i, layer in enumerate(self.layers):

@@ -46,6 +46,7 @@ from rlpost import core
 from rlpost import objectives
 from rlpost.llm.model import chunked_logp_entropy
 from rlpost.llm.model import hidden_states
+from rlpost.llm import rl_extras
 from rlpost.llm.sampler import Sampler
 from rlpost.llm.sampler import left_pad
 from rlpost.llm.tasks import accuracy_reward
@@ -56,7 +57,10 @@ from rlpost.llm.train import step_key
 from rlpost.llm.train import stream_indices
 
 # Presets the LLM loop runs out of the box (others work when they need no extra inputs).
-SUPPORTED_OBJECTIVES = ("grpo", "dr_grpo", "dapo", "gspo", "cispo", "rloo", "reinforce_pp")
+SUPPORTED_OBJECTIVES = ("grpo", "dr_grpo", "dapo", "gspo", "cispo", "rloo", "reinforce_pp",
+                        # issue 5; their extra inputs come from rlpost.llm.rl_extras
+                        "dcpo", "dcpo_script", "bnpo", "clip_cov", "kl_cov", "kl_cov_verl",
+                        "dist_po", "adora", "empg", "aepo", "oblr_po", "capo", "dr_capo")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +81,11 @@ class RLConfig:
   top_p: Optional[float] = None
   max_resample_rounds: int = 4
   format_weight: float = 0.0
+  # The optimizer's (peak) learning rate; CAPO's curvature model needs it (None: CAPO refuses).
+  learning_rate: Optional[float] = None
+  # Log the issue-5 mechanism metrics (nonzero_grad_frac, clip_frac, nll_mean, ...); off by default
+  # so the default metrics and compiled update stay unchanged.
+  mechanism_metrics: bool = False
 
   def __post_init__(self):
     for name in ("batch_size", "group_size", "micro_batch_size", "num_minibatches", "ppo_epochs",
@@ -130,6 +139,12 @@ def make_objective(name: str, overrides: Optional[dict[str, Any]] = None, *,
       cfg.overlong_buffer >= max_new_tokens):
     overrides["overlong_buffer"] = max(1, int(round(overlong_fraction * max_new_tokens)))
     obj = objectives.objective(name, **overrides)
+  # ADORA's negatives are the non-truncated wrong answers (official threshold 4054 of 4096
+  # tokens): with short responses "not truncated" is length < max_new_tokens.
+  if (cfg.advantage == "adora" and "length_threshold" not in overrides and
+      cfg.advantage_kwargs["length_threshold"] > max_new_tokens):
+    overrides["length_threshold"] = float(max_new_tokens)
+    obj = objectives.objective(name, **overrides)
   return obj
 
 
@@ -172,10 +187,24 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
   mini = cfg.batch_size // cfg.num_minibatches
   n_micro = mini // cfg.micro_batch_size
   need_rng = "rng" in objectives.SURROGATES[objective.config.surrogate].batch_keys
+  # CAPO: per-token curvature of the LM-head step, from this micro-batch's last hidden states, the
+  # head weight, the current lr and the optimizer's Adam moments of the head (rl_extras).
+  use_capo = "capo" in objective.config.selectors
+  if use_capo and cfg.learning_rate is None:
+    raise ValueError(f"objective {objective.config.name!r} (CAPO) needs rl.learning_rate (the "
+                     f"optimizer's learning rate) for its curvature mask")
 
-  def loss_fn(params, mb, rng):
+  def loss_fn(params, mb, rng, head_adam=None):
     model = nnx.merge(graphdef, params)
-    logp, ent = response_logp_entropy(model, mb["tokens"], mb["attention_mask"], prompt_len)
+    if use_capo:
+      hidden = hidden_states(model, mb["tokens"], mb["attention_mask"])[:, prompt_len - 1:-1]
+      targets = mb["tokens"][:, prompt_len:]
+      logp, ent = chunked_logp_entropy(model.head_weight(), hidden, targets,
+                                       dtype=model.config.jnp_dtype)
+      valid = mb["attention_mask"][:, prompt_len:].astype(jnp.float32)
+      logp, ent = logp * valid, ent * valid
+    else:
+      logp, ent = response_logp_entropy(model, mb["tokens"], mb["attention_mask"], prompt_len)
     old = jax.lax.stop_gradient(logp) if cfg.on_policy else mb["old_logp"]
     batch = {"logp": logp, "old_logp": old, "advantages": mb["advantages"], "mask": mb["mask"],
              "entropy": ent, "sampler_logp": mb["sampler_logp"]}
@@ -183,6 +212,10 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
       batch["ref_logp"] = mb["ref_logp"]
     if need_rng:
       batch["rng"] = rng
+    if use_capo:
+      cm = rl_extras.capo_metrics(hidden, model.head_weight(), targets, mb["advantages"],
+                                  lr=cfg.learning_rate, adam=head_adam)
+      batch["capo_m_hessian"], batch["capo_m_fisher"] = cm["m_hessian"], cm["m_fisher"]
     parts, metrics = objective.loss_parts(batch, global_batch_size=mini)
     m = mb["mask"].astype(bool)
     log_ratio = jnp.where(m, logp - old, 0.0)
@@ -195,15 +228,23 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
     metrics["entropy_trainer"] = core.masked_mean(ent, m)
     metrics["trainer_sampler_abs_diff_max"] = jnp.max(
         jnp.where(m, jnp.abs(old - mb["sampler_logp"]), 0.0))
+    if use_capo:
+      metrics["capo_reject_frac"] = core.capo_rejection_fraction(objective.token_mask(batch), m)
+    if cfg.mechanism_metrics:  # exact: tokens whose policy-loss gradient w.r.t. logp is non-zero
+      sg = {k: (v if k == "rng" else jax.lax.stop_gradient(v)) for k, v in batch.items()}
+      g_lp = jax.grad(lambda lp: jnp.sum(objective.per_token({**sg, "logp": lp})[0]))(sg["logp"])
+      metrics["nonzero_grad_frac"] = core.masked_mean((g_lp != 0).astype(jnp.float32), m)
     return parts.total, (parts.denom, metrics)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def minibatch_update(params, opt_state, mbatch, rng):
+    head_adam = rl_extras.lm_head_adam(params, opt_state) if use_capo else None
+
     def micro(carry, xs):
       gsum, dsum = carry
       mb, i = xs
-      (total, (denom, met)), g = grad_fn(params, mb, jax.random.fold_in(rng, i))
+      (total, (denom, met)), g = grad_fn(params, mb, jax.random.fold_in(rng, i), head_adam)
       return (jax.tree.map(jnp.add, gsum, g), dsum + denom), (total, met)
 
     zeros = jax.tree.map(jnp.zeros_like, params)
@@ -254,11 +295,15 @@ class RLTrainer:
     prompt_len: prompt bucket (prompts are left-padded to it).
     reward_fn: fn(responses, records) -> [B] float rewards (e.g. tasks.make_reward_fn()).
     ref_params: reference-policy params for KL (required when the objective has KL).
+    prompt_sampler: optional `rlpost.llm.prompt_samplers.PromptSampler` (VADE, V0, curriculum,
+      uniform) that plans each step's prompts; None keeps the data stream. Its state lives in
+      `self.prompt_sampler_state` (a dict of arrays; checkpoint it beside the train state).
   """
 
   def __init__(self, *, graphdef, params, tokenizer, objective: objectives.Objective,
                rl_config: RLConfig, optimizer, pool: Sequence[Any], data_seed: int,
-               prompt_len: int, reward_fn: Callable[..., np.ndarray], ref_params: Any = None):
+               prompt_len: int, reward_fn: Callable[..., np.ndarray], ref_params: Any = None,
+               prompt_sampler: Any = None):
     self.graphdef, self.tokenizer, self.objective = graphdef, tokenizer, objective
     self.cfg, self.pool, self.data_seed, self.prompt_len = rl_config, pool, data_seed, prompt_len
     self.reward_fn = reward_fn
@@ -271,6 +316,12 @@ class RLTrainer:
       raise ValueError(f"objective {ocfg.name!r} has KL (kl_coef={ocfg.kl_coef}); pass ref_params")
     # A private copy: the train state (whose params may alias these) is donated every step.
     self.ref_params = None if ref_params is None else jax.tree.map(jnp.copy, ref_params)
+    from rlpost.llm.sampler import bucket_size  # pylint: disable=g-import-not-at-top
+    if bucket_size(prompt_len) != prompt_len:
+      # The sampler pads prompts up to a power-of-two bucket; the trainer slices the response at
+      # prompt_len, so the two must agree or the response grid silently shifts.
+      raise ValueError(f"prompt_len={prompt_len} must be a sampler prompt bucket (a power of two "
+                       f">= 16, e.g. {bucket_size(prompt_len)})")
     self.pad_id = tokenizer.pad_token_id or 0
     self.eos_id = tokenizer.eos_token_id
     self.sampler = Sampler(nnx.merge(graphdef, params))
@@ -283,12 +334,18 @@ class RLTrainer:
 
     self.logprob_fn = logprob_fn
     self.dynamic_sampling = "dynamic_sampling" in ocfg.selectors
+    self.prompt_sampler = prompt_sampler
+    self.prompt_sampler_state = None if prompt_sampler is None else prompt_sampler.init_state(pool)
+    if prompt_sampler is not None and self.dynamic_sampling:
+      raise ValueError(f"prompt_sampler {prompt_sampler.name!r} cannot be combined with the "
+                       f"dynamic_sampling selector of objective {ocfg.name!r}")
 
   # -- rollout ----------------------------------------------------------------------------------
 
-  def _sample_round(self, params, data_pos: int, key) -> dict[str, Any]:
+  def _sample_round(self, params, data_pos: int, key, idx=None) -> dict[str, Any]:
     cfg = self.cfg
-    idx = stream_indices(self.data_seed, len(self.pool), data_pos, cfg.num_prompts)
+    if idx is None:  # a prompt sampler passes its own rows
+      idx = stream_indices(self.data_seed, len(self.pool), data_pos, cfg.num_prompts)
     records = [self.pool[i] for i in idx]
     prompts = encode_prompts(self.tokenizer, records, max_len=self.prompt_len)
     rep = [p for p in prompts for _ in range(cfg.group_size)]
@@ -318,6 +375,9 @@ class RLTrainer:
   def rollout(self, params, data_pos: int, key) -> tuple[dict[str, Any], int, dict[str, float]]:
     """P groups (dynamic sampling refills dropped ones); returns (groups, new data_pos, stats)."""
     cfg = self.cfg
+    if self.prompt_sampler is not None:
+      from rlpost.llm import prompt_samplers  # pylint: disable=g-import-not-at-top
+      return prompt_samplers.sampled_rollout(self, params, data_pos, key)
     first = self._sample_round(params, data_pos, jax.random.fold_in(key, 0))
     data_pos += cfg.num_prompts
     stats = {"zero_spread_frac": float(np.mean(first["acc"].max(1) == first["acc"].min(1)))}
@@ -376,15 +436,26 @@ class RLTrainer:
     if old_logp is not None or ref_logp is not None:
       jax.block_until_ready((old_logp, ref_logp))
     t2 = time.perf_counter()
+    extra, extra_out = self._advantage_extras(state, groups, batch)
     adv, obj_state = self.objective.compute_advantages(
         shaped, mask, state=state["objective_state"],
         prompt_ids=jnp.asarray(groups["prompt_ids"]),
         old_logp=old_logp if old_logp is not None else batch["sampler_logp"], ref_logp=ref_logp,
-        extra={"entropy": jnp.asarray(flat(groups["entropy"]))})
+        extra=extra)
     batch["advantages"] = adv
+    if cfg.mechanism_metrics:
+      extra_out.update(self._mechanism_stats(adv, groups, mask))
     state, met = self.update(state, batch, data_pos, obj_state)
     met = jax.device_get(met)
     t3 = time.perf_counter()
+    for k in ("capo_reject_frac",) + (("clip_frac", "nonzero_grad_frac")
+                                      if cfg.mechanism_metrics else ()):
+      if k in met:
+        extra_out[k] = float(met[k])
+    oblr = rl_extras.find_oblr_state(state["opt_state"])
+    if oblr is not None:
+      extra_out.update(oblr_scale=float(oblr.scale), oblr_snr=float(
+          np.minimum(oblr.snr, 1e30)))
     n_resp = float(np.sum(groups["lengths"]))
     n_all = float(jnp.sum(attn))
     lengths = groups["lengths"]
@@ -410,5 +481,63 @@ class RLTrainer:
         "tokens_per_s_logprob": (n_all * (int(old_logp is not None) + int(ref_logp is not None))
                                  / max(t2 - t1, 1e-9)),
         "tokens_per_s_train": n_all * cfg.ppo_epochs / max(t3 - t2, 1e-9),
+        **extra_out,
     }
     return state, out
+
+  # -- issue-5 extras ---------------------------------------------------------------------------
+
+  def _advantage_extras(self, state: TrainState, groups: dict[str, Any], batch: dict[str, Any]
+                        ) -> tuple[dict[str, jax.Array], dict[str, float]]:
+    """`extra` for `compute_advantages` (entropy plus what the objective's estimator reads), and
+    scalar metrics about it. Stateless helpers live in rlpost.llm.rl_extras."""
+    cfg, ocfg = self.cfg, self.objective.config
+    flat = lambda a: a.reshape((cfg.batch_size,) + a.shape[2:])
+    extra = {"entropy": jnp.asarray(flat(groups["entropy"]))}
+    out: dict[str, float] = {}
+    tokens, attn, mask = batch["tokens"], batch["attention_mask"], batch["mask"]
+    fns = self.__dict__.setdefault("_extra_fns", {})
+    if ocfg.advantage == "dist_po":  # double IS: old policy at logits / T and at T = 1
+      if "tempered" not in fns:
+        fns["tempered"] = rl_extras.make_tempered_logprob_fn(self.graphdef, self.prompt_len)
+      prev = (state["objective_state"] or {}).get("entropy", jnp.zeros((), jnp.float32))
+      kw = {k: ocfg.advantage_kwargs[k] for k in ("entropy_target",)}
+      temp = core.dist_po_temperature(prev, **kw)
+      extra["old_logp"] = fns["tempered"](state["params"], tokens, attn, 1.0)
+      extra["old_logp_tempered"] = fns["tempered"](state["params"], tokens, attn, temp)
+      out.update(dist_po_temperature=float(temp), dist_po_prev_entropy=float(prev))
+    if ocfg.advantage == "empg":  # steps = sentence spans of the response
+      if "boundaries" not in fns:
+        fns["boundaries"] = rl_extras.boundary_token_ids(self.tokenizer)
+      seg = rl_extras.sentence_segment_ids(tokens[:, self.prompt_len:], mask, fns["boundaries"],
+                                           max_steps=ocfg.advantage_kwargs["max_steps"])
+      extra["segment_ids"] = seg
+      out["empg_steps_mean"] = float(np.mean(np.asarray(jnp.max(seg, axis=1)) + 1))
+    if ocfg.advantage == "oblr":  # exact per-response ||grad log pi(y|x)||^2
+      if "oblr" not in fns:
+        fns["oblr"] = jax.jit(functools.partial(
+            rl_extras.per_sample_grad_sq_norms, self.graphdef, prompt_len=self.prompt_len,
+            chunk=cfg.micro_batch_size))
+      w = fns["oblr"](state["params"], tokens, attn, mask)
+      extra["oblr_weights"] = w
+      wn = np.asarray(w)
+      out["oblr_weight_cv"] = float(wn.std() / max(wn.mean(), 1e-12))
+    return extra, out
+
+  def _mechanism_stats(self, adv: jax.Array, groups: dict[str, Any], mask: jax.Array
+                       ) -> dict[str, float]:
+    """Rollout-side mechanism metrics of the issue-5 comparison (host numpy, no gradients)."""
+    cfg = self.cfg
+    flat = lambda a: a.reshape((cfg.batch_size,) + a.shape[2:])
+    m = np.asarray(mask).astype(bool)
+    a = np.asarray(adv)
+    lp = flat(groups["sampler_logp"])
+    ent = flat(groups["entropy"])
+    n = max(int(m.sum()), 1)
+    return {
+        # DCPO: responses that carry any learning signal (non-zero advantage on a valid token)
+        "adv_nonzero_resp_frac": float(np.mean(np.any((a != 0) & m, axis=1))),
+        # sampled-token entropy estimate -mean log p (dist_po's H), and |A| vs token entropy (EMPG)
+        "nll_mean": float(-np.sum(np.where(m, lp, 0.0)) / n),
+        "adv_abs_entropy_corr": rl_extras.masked_corr(np.abs(a), ent, m),
+    }

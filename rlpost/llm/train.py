@@ -294,10 +294,18 @@ def build(config) -> dict[str, Any]:
   c = config
   _positive_int(c.seed, "seed", allow_zero=True)
   prompt_len = _positive_int(c.prompt_len, "prompt_len")
+  from rlpost.llm.sampler import bucket_size  # pylint: disable=g-import-not-at-top
+  if bucket_size(prompt_len) != prompt_len:
+    raise ValueError(f"config.prompt_len={prompt_len} must be a sampler prompt bucket (a power of "
+                     f"two >= 16, e.g. {bucket_size(prompt_len)})")
   for name in ("sft.steps", "rl.steps", "rl.eval_every", "checkpoint_every"):
     section, _, field = name.rpartition(".")
     _positive_int((c[section] if section else c)[field], name, allow_zero=True)
   _positive_int(c.sft.batch_size, "sft.batch_size")
+  from rlpost.llm import sft as sft_lib  # pylint: disable=g-import-not-at-top
+  sft_lib.check_sft_loss(c.sft.get("loss", "xent"),
+                         **{k: c.sft[k] for k in ("otr_num_samples", "otr_temperature",
+                                                  "otr_wrong_reward") if k in c.sft})
   _positive_int(c.eval.size, "eval.size")
   _positive_int(c.eval.batch_size, "eval.batch_size")
   if c.eval.split not in ("train", "dev", "test"):
@@ -467,7 +475,8 @@ def run_experiment(config, workdir: str | os.PathLike, *, progress: bool = True,
     like = init_train_state(init_params, sft_opt, seed=c.seed)
     state = ckpt_sft.restore(like) if sft_done else like
     if sft_done < sft_steps:
-      state = _sft_loop(s, state, sft_lib.make_sft_step(graphdef, sft_opt), stop_step=sft_steps,
+      step_fn = sft_lib.sft_step_from_config(graphdef, sft_opt, c.sft, prompt_len=c.prompt_len)
+      state = _sft_loop(s, state, step_fn, stop_step=sft_steps,
                         data_seed=c.seed, writer=writer, phase="sft", ckpt=ckpt_sft,
                         checkpoint_every=c.checkpoint_every, pbar=pbar)
     start_params = state["params"]
@@ -482,6 +491,9 @@ def run_experiment(config, workdir: str | os.PathLike, *, progress: bool = True,
   rl_opt = make_optimizer(learning_rate=c.rl.learning_rate, warmup_steps=c.rl.warmup_steps,
                           weight_decay=c.rl.weight_decay, max_grad_norm=c.rl.max_grad_norm)
   objective = s["objective"]
+  if objective.config.advantage == "oblr":  # OBLR-PO: SNR-adaptive step size, chained last
+    from rlpost import core  # pylint: disable=g-import-not-at-top
+    rl_opt = optax.chain(rl_opt, core.oblr_scale())
   obj_state = objective.init_state(**({"num_prompts": len(s["pool"])}
                                       if objective.config.advantage == "dcpo" else {}))
   like = init_train_state(start_params, rl_opt, seed=c.seed + 1, objective_state=obj_state)
@@ -572,6 +584,9 @@ def compare_objectives(config, workdir: str | os.PathLike, *, progress: bool = F
   (control off). Writes comparison.png (train accuracy, entropy and zero-spread fraction vs step
   per objective), comparison.json and comparison.md (the table), and returns the table rows.
   """
+  if config.get("num_seeds"):  # issue 5: N seeds per objective, mechanism metrics, summary.json
+    from rlpost.llm import compare  # pylint: disable=g-import-not-at-top
+    return compare.compare_seeded(config, workdir, progress=progress, log=log)
   workdir = pathlib.Path(workdir)
   names = list(config.objectives)
   if not names:

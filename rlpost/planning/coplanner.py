@@ -85,11 +85,17 @@ def ensemble_nll(params, obs: Array, action: Array, next_obs: Array, reward: Arr
 
 
 def fit_ensemble(params, data: dict[str, Array], config: EnsembleConfig, key: Array, *,
-                 steps: int = 200, batch: int = 256, lr: float = 1e-3):
+                 steps: int = 200, batch: int = 256, lr: float = 1e-3,
+                 size: Array | None = None):
   """Adam on the ensemble NLL; each member sees its own bootstrap minibatch. Returns
-  (params, final loss)."""
+  (params, final loss).
+
+  `size` (optional, may be traced) limits sampling to the first `size` rows, so a fixed-capacity
+  replay buffer can be passed under jit; by default every row is used. The optimiser state is
+  fresh on each call.
+  """
   opt = optax.adam(lr)
-  n = data["obs"].shape[0]
+  n = data["obs"].shape[0] if size is None else jnp.maximum(size, 1)
 
   def step(carry, k):
     p, state = carry

@@ -57,7 +57,11 @@ class MoEFeedForward(nnx.Module):
     top_vals, top_idx = jax.lax.top_k(logits, self.top_k)
     weights = jax.nn.softmax(top_vals, axis=-1)  # softmax over the selected logits only
     dense_w = jnp.zeros_like(logits).at[jnp.arange(tokens.shape[0])[:, None], top_idx].set(weights)
-    all_out = nnx.vmap(lambda e, t: e(t), in_axes=(0, None))(self.experts, tokens)  # [E, N, D]
+    # Plain jax.vmap over the split expert state (nnx.vmap here fails when the whole module is
+    # itself traced by an outer jax.vmap, e.g. over seeds).
+    graphdef, state = nnx.split(self.experts)
+    all_out = jax.vmap(lambda s, t: nnx.merge(graphdef, s)(t), in_axes=(0, None))(
+        state, tokens)  # [E, N, D]
     out = jnp.einsum("ne,end->nd", dense_w, all_out)
     if self.shared is not None:
       out = out + self.shared(tokens)
@@ -96,20 +100,27 @@ class StagedLoRALinear(nnx.Module):
     return y + jnp.einsum("j,j...o->...o", w, lora)
 
 
-def dps_trainable_mask(layer: StagedLoRALinear) -> dict[str, Array]:
-  """Which parameters train at the layer's current stage (1 = train, 0 = frozen).
+def dps_stage_mask(stage: Array | int, num_stages: int) -> dict[str, Array]:
+  """Per-stage trainability (1 = train, 0 = frozen) of a `StagedLoRALinear`'s parameters.
 
   Stage 0: base W_0 only. Stage s >= 1: adapter s (its A and B), a_0 and a_{j<s}; W_0 and earlier
-  adapters are frozen, and a_s itself stays frozen.
+  adapters are frozen, and a_s itself stays frozen. Shapes: base `[]`, lora_a / lora_b
+  `[num_stages - 1]` (one entry per adapter), scale_logits `[num_stages]`.
   """
-  s = layer.stage.value
-  adapters = jnp.arange(layer.num_adapters) + 1  # adapter index j = 1..num_adapters
+  s = jnp.asarray(stage)
+  num_adapters = num_stages - 1
+  adapters = jnp.arange(num_adapters) + 1  # adapter index j = 1..num_adapters
   adapter_on = (adapters == s).astype(jnp.float32)
-  scale_idx = jnp.arange(layer.num_adapters + 1)
+  scale_idx = jnp.arange(num_adapters + 1)
   scale_on = jnp.where(s == 0, 0.0, ((scale_idx == 0) | ((scale_idx >= 1) & (scale_idx < s)))
                        .astype(jnp.float32))
   base_on = (s == 0).astype(jnp.float32)
   return {"base": base_on, "lora_a": adapter_on, "lora_b": adapter_on, "scale_logits": scale_on}
+
+
+def dps_trainable_mask(layer: StagedLoRALinear) -> dict[str, Array]:
+  """`dps_stage_mask` at the layer's current stage."""
+  return dps_stage_mask(layer.stage.value, layer.num_adapters + 1)
 
 
 def dps_should_advance(*, stage: int, num_stages: int, iters_in_stage: int, newly_solved: int,

@@ -82,6 +82,7 @@ CONFIG_CASES = [
     ("bad family", {"task.families": ("sum", "bogus")}, ValueError, "bogus"),
     ("heads vs kv heads", {"model.num_attention_heads": 3}, ValueError, "num_attention_heads"),
     ("prompt bucket too small", {"prompt_len": 16}, ValueError, "prompt_len=16"),
+    ("prompt_len not a bucket", {"prompt_len": 72}, ValueError, "prompt_len=72"),
     ("tokenizer dir missing", {"tokenizer_dir": "/nonexistent/tok"}, ValueError, "does not exist"),
 ]
 

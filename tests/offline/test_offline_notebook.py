@@ -18,3 +18,7 @@ def test_offline_notebook_executes(tmp_path_factory, monkeypatch):
                     for o in c.get("outputs", []))
   assert "matches cKDTree: True" in outputs
   assert "cdsa" in outputs
+  # Model-based part (smoke: COPlanner only, ScaleZero MoE + DPS only).
+  assert "mean disagreement" in outputs
+  assert "coplanner" in outputs
+  assert "scalezero" in outputs
