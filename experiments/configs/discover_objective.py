@@ -54,17 +54,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
       anneal_lr=True,
   ))
   # Open_ES; lifetimes are log-uniform in [min_lifetime, max_lifetime] updates.
-  c.es = ml_collections.ConfigDict(dict(
-      population_size=2 if smoke else 16,
-      num_generations=2 if smoke else 16,
-      learning_rate=1e-2,
-      lr_decay=0.999,
-      sigma_init=0.1,
-      seeds_per_member=1,
-      min_lifetime=2 if smoke else 8,
-      max_lifetime=3 if smoke else 32,
-      fitness_shaping="centered_rank",
-  ))
+  c.es = _es_config(smoke, population_size=16, num_generations=16)
   c.eval = ml_collections.ConfigDict(dict(
       num_seeds=2 if smoke else 4,
       # In-distribution (8, 16, 32) and held-out (4 shorter, 64 longer) lifetimes.
@@ -104,9 +94,21 @@ def _lpg_config(arg: str) -> ml_collections.ConfigDict:
       lr=2.5e-4,
       anneal_lr=True,
   ))
-  c.es = ml_collections.ConfigDict(dict(
-      population_size=2 if smoke else 8,
-      num_generations=2 if smoke else 6,
+  c.es = _es_config(smoke, population_size=8, num_generations=6)
+  c.eval = ml_collections.ConfigDict(dict(
+      num_seeds=2 if smoke else 4,
+      train_env_lifetimes=(2, 4) if smoke else (4, 16, 32, 64),
+      heldout_env="Acrobot-v1",
+      heldout_env_lifetimes=(),  # LPG family: held-out lifetimes only
+  ))
+  return c
+
+
+def _es_config(smoke: bool, *, population_size: int, num_generations: int):
+  """Open_ES settings; lifetimes are log-uniform in [min_lifetime, max_lifetime] updates."""
+  return ml_collections.ConfigDict(dict(
+      population_size=2 if smoke else population_size,
+      num_generations=2 if smoke else num_generations,
       learning_rate=1e-2,
       lr_decay=0.999,
       sigma_init=0.1,
@@ -115,10 +117,3 @@ def _lpg_config(arg: str) -> ml_collections.ConfigDict:
       max_lifetime=3 if smoke else 32,
       fitness_shaping="centered_rank",
   ))
-  c.eval = ml_collections.ConfigDict(dict(
-      num_seeds=2 if smoke else 4,
-      train_env_lifetimes=(2, 4) if smoke else (4, 16, 32, 64),
-      heldout_env="Acrobot-v1",
-      heldout_env_lifetimes=(),  # LPG family: held-out lifetimes only
-  ))
-  return c

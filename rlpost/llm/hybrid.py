@@ -264,12 +264,7 @@ class HybridTrainer:
 # --- the experiment --------------------------------------------------------------------------------
 
 
-def _positive_int(value, name: str, *, allow_zero: bool = False) -> int:
-  ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-  if not ok or value < (0 if allow_zero else 1):
-    raise ValueError(f"config.{name} must be a {'non-negative' if allow_zero else 'positive'} "
-                     f"int, got {value!r}")
-  return int(value)
+_positive_int = train_lib._positive_int  # pylint: disable=protected-access  (same checks and messages)
 
 
 def build_hybrids(config) -> dict[str, Any]:
