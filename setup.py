@@ -28,6 +28,7 @@ EXTRAS = {
         "pytest>=8",
         "pytest-xdist>=3.5",  # the README test command runs two workers (2-core CI machine)
         "hypothesis>=6.100",
+        "rlax>=0.1.9",  # reference implementation for the GAE parity test
         "nbclient>=0.10",
         "nbformat>=5.10",
         "ipykernel>=6.29",
