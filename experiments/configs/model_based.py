@@ -14,7 +14,7 @@ Launch:
 Expected runtime on a 2-core CPU: XLA compilation dominates. Measured on a heavily shared box
 (load average 15-30): full coplanner 2,038 s and full mbpo 1,654 s (Pendulum-v1, 2 seeds vmapped,
 4,000 env steps each; about 10 minutes of that is compiling the epoch program); expect several
-times less on an idle machine. Full scalezero / scalezero_dense were not timed (not run yet).
+times less on an idle machine. Full scalezero + scalezero_dense: 149 s on an idle machine.
 Smoke runs are mostly compilation (minutes when the machine is loaded). Normalised-score
 references for Pendulum come from the cached offline datasets (`rlpost.offline.datasets`,
 generated on first use: about 10 CPU-minutes for the default preset, seconds for smoke).
