@@ -1,12 +1,18 @@
 """End-to-end jitted PPO on gymnax in the PureJaxRL shape, with a pluggable drift (objective).
 
 `make_train(config, drift_fn=...)` returns one pure function
-`train(key, drift_params=None, lifetime=None)` made of nested `lax.scan`s: env steps, then GAE, then
-epochs, then minibatches. Jit it once and `vmap` it over seeds (and, for meta-learning, over a
-population of drift parameters and their lifetimes):
+`train(key, drift_params=None, lifetime=None, env_params=None)` made of nested `lax.scan`s: env
+steps, then GAE, then epochs, then minibatches. Jit it once and `vmap` it over seeds (and, for
+meta-learning, over a population of drift parameters and their lifetimes):
 
     train = jax.jit(jax.vmap(make_train(config), in_axes=(0, None)))
     out = train(jax.random.split(jax.random.key(0), 16), None)
+
+The environment is `make_env(config.env_name)` unless `make_train(config, env=..., env_params=...)`
+supplies another one. `train(..., env_params=p)` runs on the gymnax `EnvParams` pytree `p` instead
+of the build-time ones; `p` may be traced, so one compiled program trains on any physics (e.g. a
+CartPole pole length chosen inside a jitted search, `rlpost.planning.iwocs_deep`) and can be
+vmapped over a batch of models.
 
 Policy objective (mirror learning; Kuba et al. 2022, arXiv 2201.02373; LPO, Lu et al. 2022,
 arXiv 2210.05639, eq. 4):
@@ -267,13 +273,24 @@ def make_env(env_name: str):
   return env, env_params
 
 
-def make_train(config: PPOConfig, *, drift_fn: DriftFn | None = None):
-  """Builds `train(key, drift_params=None, lifetime=None)` (PureJaxRL shape).
+def make_train(config: PPOConfig, *, drift_fn: DriftFn | None = None, env: Any = None,
+               env_params: Any = None):
+  """Builds `train(key, drift_params=None, lifetime=None, env_params=None)` (PureJaxRL shape).
 
   Args:
     config: a `PPOConfig`; the scan runs `config.num_updates` updates.
     drift_fn: None for PPO-clip, or a `DriftFn` (see module docstring); e.g.
       `rlpost.meta.lpo_drift`, `rlpost.meta.ta_lpo_drift`, `rlpost.meta.dpo_drift`.
+    env: None for `make_env(config.env_name)`, or a gymnax-API env with flat observations, a
+      discrete action space and `LogWrapper`'s `returned_episode_returns` in its state and info
+      (wrap a raw gymnax env as `make_env` does). `config.env_name` is then not used for the env.
+    env_params: the env's default `EnvParams` (None: those of `make_env(config.env_name)`, or
+      `env.default_params` when `env` is given). They fix the observation and action sizes.
+
+  The returned `train` takes an optional `env_params` (a pytree like the default one, may be
+  traced or vmapped) that replaces the build-time params for that call; the network sizes stay
+  those of the build-time params, so only values (physics, episode cap), not shapes, may change.
+  With `env_params=None` the build-time params enter the program as constants.
 
   The returned `train` takes an optional traced `lifetime` N <= config.num_updates (default
   `config.num_updates`): the learning rate anneals to 0 over N updates, progress features are
@@ -288,9 +305,13 @@ def make_train(config: PPOConfig, *, drift_fn: DriftFn | None = None):
     each env's most recent finished-episode return, 0 before the first), `lr`, and the loss
     metrics averaged over epochs and minibatches.
   """
-  env, env_params = make_env(config.env_name)
-  obs_dim = int(env.observation_space(env_params).shape[0])
-  num_actions = int(env.action_space(env_params).n)
+  if env is None:
+    env, made_params = make_env(config.env_name)
+    default_params = made_params if env_params is None else env_params
+  else:
+    default_params = env.default_params if env_params is None else env_params
+  obs_dim = int(env.observation_space(default_params).shape[0])
+  num_actions = int(env.action_space(default_params).n)
   minibatch_size = config.batch_size // config.num_minibatches
   loss_fn = make_loss_fn(config, drift_fn)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -299,7 +320,14 @@ def make_train(config: PPOConfig, *, drift_fn: DriftFn | None = None):
   # an update.
   tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.scale_by_adam(eps=1e-5))
 
-  def train(key: Array, drift_params: PyTree = None, lifetime: Array | int | None = None):
+  def train(key: Array, drift_params: PyTree = None, lifetime: Array | int | None = None,
+            env_params: PyTree = None):
+    if env_params is None:
+      env_params = default_params
+    elif jax.tree.structure(env_params) != jax.tree.structure(default_params):
+      raise ValueError(f"train(env_params=...) must have the structure of the env's params "
+                       f"{jax.tree.structure(default_params)}; got "
+                       f"{jax.tree.structure(env_params)}")
     lifetime = config.num_updates if lifetime is None else lifetime
     lifetime = jnp.asarray(lifetime, jnp.int32)
     key, k_net, k_reset = jax.random.split(key, 3)

@@ -20,16 +20,15 @@ Choices / deviations (the deep trust rule is only sketched in the paper's summar
 predictive-coding trust indicators: every critic is trusted everywhere; (b) the paper's deep
 variant uses SAC; here PPO from rlpost.control (discrete CartPole); (c) the search result is
 min(best CMA-ES candidate, nominal model) under common random numbers, so the reported worst case
-of a policy is never above its nominal return; (d) PPO learns on xi by building `make_train` inside
-the jitted function with the env parameters as traced values (`make_model_train`), so one compiled
-program trains on any model in the box.
+of a policy is never above its nominal return; (d) PPO learns on xi through `make_train`'s
+`train(..., env_params=...)` argument: the model's gymnax `EnvParams` are traced inputs
+(`make_model_train`), so one compiled program trains on any model in the box.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, NamedTuple
-from unittest import mock
 
 from evosax.algorithms import CMA_ES
 import jax
@@ -85,18 +84,15 @@ class CartPoleUncertainty:
 def make_model_train(ppo_config: ppo.PPOConfig, uncertainty: CartPoleUncertainty):
   """`train(key, xi) -> ppo outputs`: PPO on the CartPole model xi (traced, one compile).
 
-  `ppo.make_train` reads its env from `ppo.make_env`; we build it inside the traced function with
-  `make_env` patched to return the model's parameters, so they enter as traced values.
+  The model's `EnvParams` (`uncertainty.env_params(xi)`, episode cap `uncertainty.max_steps`) go
+  to `ppo.make_train`'s `train(key, env_params=...)`, so xi may be a traced value.
   """
   if ppo_config.env_name != "CartPole-v1":
     raise ValueError(f"deep IWOCS models CartPole-v1; got ppo env {ppo_config.env_name!r}")
-  base_env, _ = ppo.make_env(ppo_config.env_name)
+  inner = ppo.make_train(ppo_config)
 
   def train(key: Array, xi: Array):
-    params = uncertainty.env_params(xi)
-    with mock.patch.object(ppo, "make_env", lambda name: (base_env, params)):
-      inner = ppo.make_train(ppo_config)
-    return inner(key)
+    return inner(key, env_params=uncertainty.env_params(xi))
 
   return train
 
