@@ -58,7 +58,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.message_steps = values.get("message_steps", 2)
   multi = c.setting == "one_warehouse"
   c.hdpo = ml_collections.ConfigDict(dict(
-      n_steps=600 if multi else 1000, batch_size=256 if multi else 512, periods=60,
+      n_steps=600 if multi else 1600, batch_size=256 if multi else 512, periods=60,
       ignore_periods=20, learning_rate=1e-3 if multi else 1e-2,
       final_lr_fraction=0.05 if multi else 0.01,
       grad_clip=1.0 if multi else None, eval_every=100, dev_scenarios=1024 if multi else 2048,
