@@ -35,6 +35,8 @@ EXTRAS = {
     ],
     # CPU build of torch; used only for parity tests and peer benchmarks.
     "torch": ["torch==2.13.0"],
+    # Peer implementations for benchmarks/grpo_step.py (TRL's GRPOTrainer; pulls in accelerate).
+    "peers": ["torch==2.13.0", "trl==1.16.0"],
 }
 
 setuptools.setup(

@@ -1,17 +1,45 @@
 """One full GRPO iteration (64 completions x 64 tokens, G = 8) on the tiny Qwen2 config, rlpost vs
-TRL's GRPOTrainer on the same config.
+TRL's GRPOTrainer on the same config and the same initial weights.
 
   python benchmarks/grpo_step.py [--reps 3]
 
+GRPO: Shao et al., "DeepSeekMath", 2024, arXiv:2402.03300 (group-normalised advantages, PPO clip
+eps 0.2, k3 KL to a frozen reference with beta 0.04, per-sequence token-mean loss).
+
 rlpost side: `rlpost.llm.rl.RLTrainer.step` = KV-cache rollout (8 prompts x 8 completions, forced to
 64 new tokens: no stop token) + rewards + GRPO advantages + reference log-probs (the grpo preset
-has KL 0.04) + one jitted, donated update; the time is split by phase. TRL side: runs only when
-`import trl` works (the optional [peers] extra); otherwise it prints {"trl": "absent"} and no
-ratio. Prints one JSON line per measurement.
+has KL 0.04) + one jitted, donated update; the time is split by phase. One warm-up (compile) step,
+then `reps` timed steps.
+
+TRL side (runs only when `import trl` works, the optional [peers] extra; otherwise it prints
+{"trl": "absent"} and no ratio): `trl.GRPOTrainer` on CPU in float32 (use_cpu, bf16=False), torch
+Qwen2ForCausalLM loaded from an HF checkpoint that `save_hf_checkpoint` writes from the same
+`init_model(seed=0)` weights; the reference model is a second copy of it (beta 0.04). Settings:
+num_generations=8, per_device_train_batch_size=64, gradient_accumulation_steps=1,
+steps_per_generation=1, num_iterations=1 (one optimizer step per 64-completion generation batch),
+loss_type="grpo", scale_rewards="group", epsilon=0.2, AdamW lr 1e-5 constant, no weight decay,
+gradient_checkpointing=False (TRL's default is True), max_completion_length=64 with
+generation_kwargs={"min_new_tokens": 64} (EOS masked, so every completion is 64 tokens),
+temperature 1, no top-k/top-p, prompts = "<bos>" + rlpost's prompt text, left-padded to 64 tokens
+(pad_to_multiple_of=64), dummy random 0/1 reward, no logging or saving. One trainer.train() call
+runs 1 + reps steps; a TrainerCallback stamps on_step_end, and s_per_step is the mean gap between
+consecutive on_step_end stamps (the whole loop iteration, the first step is the warm-up).
+`generate_s` is the wall time of the policy's `generate` call (wrapped), `score_and_ref_logprob_s`
+the rest of `_generate_and_score_completions` (tokenise, decode, reward, reference log-probs,
+advantages), `update_s` the rest of the step (policy forward/backward, clip, AdamW step, loop).
+
+Prints one JSON line per side and then the ratio TRL / rlpost seconds per step with target 2.0.
+Both sides run in one process on the same CPU threads; torch uses its default thread count
+(reported as torch_threads).
 """
 import argparse
+import contextlib
 import json
+import os
+import sys
+import tempfile
 import time
+from typing import Optional
 
 import jax
 import numpy as np
@@ -20,11 +48,14 @@ from flax import nnx
 from rlpost.llm import rl
 from rlpost.llm import train
 from rlpost.llm.config import ModelConfig
+from rlpost.llm.hf import save_hf_checkpoint
 from rlpost.llm.model import init_model
+from rlpost.llm.tasks import format_prompt
 from rlpost.llm.tasks import generate_dataset
 from rlpost.llm.tasks import load_tokenizer
 
 GROUP, COMPLETIONS, NEW_TOKENS, PROMPT_LEN = 8, 64, 64, 64
+TARGET_RATIO = 2.0  # rlpost should take at most half of TRL's time per GRPO iteration
 
 
 class _NoStop:
@@ -74,16 +105,107 @@ def bench_rlpost(reps: int) -> dict:
           "first_step_s_incl_compile": compile_s, "reps": reps, "device": jax.devices()[0].platform}
 
 
-def bench_trl(reps: int):
+def _trl_prompts(n: int) -> list[str]:
+  """rlpost's prompts as text, "<bos>" + format_prompt(record).
+
+  The tokenizer parses "<bos>" as the BOS special token, so the ids equal rlpost's `encode_prompts`.
+  """
+  pool = generate_dataset(256, split="train", level=1, families=("sum", "difference"))
+  return ["<bos>" + format_prompt(r) for r in pool[:n]]
+
+
+def bench_trl(reps: int, *, completions: int = COMPLETIONS, new_tokens: int = NEW_TOKENS,
+              group: int = GROUP, prompt_len: int = PROMPT_LEN) -> Optional[dict]:
+  """TRL GRPOTrainer on CPU, same initial weights; None when trl is not importable."""
   try:
-    import trl  # pylint: disable=g-import-not-at-top,unused-import
+    import trl  # pylint: disable=g-import-not-at-top
   except ImportError:
     return None
-  # Not written: trl was absent where this benchmark was developed, and untested timing code would
-  # be worse than none. Plan: Qwen2ForCausalLM(Qwen2Config(**ModelConfig.tiny(model_type="qwen2",
-  # attention_bias=True).to_hf_dict())), GRPOTrainer with num_generations=8,
-  # per_device_train_batch_size=64, max_completion_length=64, use_cpu=True; time train() steps.
-  return {"side": "trl", "trl": "present", "status": "TRL side not implemented; no ratio"}
+  import datasets  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+
+  config = ModelConfig.tiny(model_type="qwen2", attention_bias=True)
+  tok = load_tokenizer()
+  rng = np.random.default_rng(0)
+  lengths = []
+
+  def reward_fn(prompts, completions, completion_ids, **kwargs):  # pylint: disable=unused-argument
+    lengths.extend(len(c) for c in completion_ids)
+    return rng.integers(0, 2, size=len(prompts)).astype(float).tolist()
+
+  marks = {"begin": [], "end": [], "generate": [], "score": []}
+
+  class _Clock(transformers.TrainerCallback):
+
+    def on_step_begin(self, args, state, control, **kwargs):
+      marks["begin"].append(time.perf_counter())
+
+    def on_step_end(self, args, state, control, **kwargs):
+      marks["end"].append(time.perf_counter())
+
+  with tempfile.TemporaryDirectory() as tmp:
+    model_dir = os.path.join(tmp, "model")
+    save_hf_checkpoint(init_model(config, seed=0), config, model_dir, tokenizer=tok)
+    args = trl.GRPOConfig(
+        output_dir=os.path.join(tmp, "out"), use_cpu=True, bf16=False, fp16=False,
+        model_init_kwargs={"dtype": torch.float32},
+        gradient_checkpointing=False,  # TRL's default is True; rlpost does not remat the model
+        per_device_train_batch_size=completions, gradient_accumulation_steps=1,
+        steps_per_generation=1, num_iterations=1, num_generations=group,
+        max_completion_length=new_tokens, pad_to_multiple_of=prompt_len,
+        generation_kwargs={"min_new_tokens": new_tokens},  # EOS masked: every completion is full
+        temperature=1.0, top_p=1.0, top_k=0, beta=0.04, epsilon=0.2, loss_type="grpo",
+        scale_rewards="group", learning_rate=1e-5, lr_scheduler_type="constant",
+        adam_beta1=0.9, adam_beta2=0.99, max_grad_norm=1.0,  # = rlpost make_optimizer
+        warmup_steps=0, weight_decay=0.0, max_steps=reps + 1, logging_strategy="no",
+        save_strategy="no", report_to="none", disable_tqdm=True, seed=0,
+        dataloader_num_workers=0)
+    data = datasets.Dataset.from_dict({"prompt": _trl_prompts(completions)})
+    trainer = trl.GRPOTrainer(model=model_dir, reward_funcs=reward_fn, args=args,
+                              train_dataset=data, processing_class=tok, callbacks=[_Clock()])
+    policy = trainer.model
+    generate = policy.generate
+    score = trainer._generate_and_score_completions  # pylint: disable=protected-access
+
+    def timed_generate(*a, **k):
+      t0 = time.perf_counter()
+      out = generate(*a, **k)
+      marks["generate"].append(time.perf_counter() - t0)
+      return out
+
+    def timed_score(*a, **k):
+      t0 = time.perf_counter()
+      out = score(*a, **k)
+      marks["score"].append(time.perf_counter() - t0)
+      return out
+
+    policy.generate = timed_generate
+    trainer._generate_and_score_completions = timed_score  # pylint: disable=protected-access
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its end-of-train metrics dict
+      trainer.train()
+    train_call_s = time.perf_counter() - t0
+  ends, begins = np.asarray(marks["end"]), np.asarray(marks["begin"])
+  if len(ends) != reps + 1 or len(marks["generate"]) != reps + 1:
+    raise RuntimeError(f"expected {reps + 1} TRL steps with one generate each, got "
+                       f"{len(ends)} steps and {len(marks['generate'])} generate calls")
+  step_s = np.diff(ends)  # on_step_end to on_step_end: the whole loop iteration, steps 1..reps
+  gen_s = np.asarray(marks["generate"][1:])
+  score_s = np.asarray(marks["score"][1:]) - gen_s
+  resp_len = float(np.mean(lengths[completions:]))
+  return {"side": "trl", "trl_version": trl.__version__, "torch_version": torch.__version__,
+          "transformers_version": transformers.__version__, "config": "ModelConfig.tiny(qwen2)",
+          "params": sum(p.numel() for p in policy.parameters()), "completions": completions,
+          "new_tokens": new_tokens, "group_size": group,
+          "s_per_step": float(step_s.mean()), "generate_s": float(gen_s.mean()),
+          "score_and_ref_logprob_s": float(score_s.mean()),
+          "update_s": float((step_s - np.asarray(marks["score"][1:])).mean()),
+          "step_begin_to_end_s": float((ends - begins)[1:].mean()),
+          "response_len_mean": resp_len,
+          "completion_tokens_per_s": completions * resp_len / float(step_s.mean()),
+          "first_step_s": float(ends[0] - begins[0]), "train_call_s": train_call_s, "reps": reps,
+          "torch_threads": torch.get_num_threads(), "device": str(policy.device)}
 
 
 def main():
@@ -100,7 +222,9 @@ def main():
   else:
     print(json.dumps(theirs), flush=True)
     if "s_per_step" in theirs:
-      print(json.dumps({"ratio_trl_over_rlpost": theirs["s_per_step"] / ours["s_per_step"]}))
+      ratio = theirs["s_per_step"] / ours["s_per_step"]
+      print(json.dumps({"ratio_trl_over_rlpost": ratio, "target": TARGET_RATIO,
+                        "met": bool(ratio >= TARGET_RATIO)}), flush=True)
 
 
 if __name__ == "__main__":
