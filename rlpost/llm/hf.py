@@ -1,9 +1,9 @@
 """Bridge between HF Llama/Qwen2 safetensors checkpoints and the rlpost NNX `Decoder`.
 
 Nothing is downloaded: `load_hf_checkpoint` reads a local directory (or one of its .safetensors
-files) written by `transformers` `save_pretrained`, and `save_hf_checkpoint` writes the same layout
-(config.json + model.safetensors) so that `AutoModelForCausalLM.from_pretrained(out_dir)` loads a
-policy trained in rlpost.
+files) written by `transformers` `save_pretrained`, and `save_hf_checkpoint` writes the same
+layout (config.json + model.safetensors, or shards + model.safetensors.index.json) so that
+`AutoModelForCausalLM.from_pretrained(out_dir)` loads a policy trained in rlpost.
 
 HF stores Linear weights as [out, in]; rlpost's `Dense.kernel` is [in, out], so projections are
 transposed on the way in and out. Embeddings, norms and biases map one to one.
@@ -11,8 +11,12 @@ transposed on the way in and out. Embeddings, norms and biases map one to one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
+import re
+import shutil
+import tempfile
 from typing import Any, Optional
 
 import jax
@@ -128,22 +132,167 @@ def load_hf_checkpoint(
   return model, config, tokenizer
 
 
+_SIZE_UNITS = {"TB": 10**12, "GB": 10**9, "MB": 10**6, "KB": 10**3,
+               "TIB": 2**40, "GIB": 2**30, "MIB": 2**20, "KIB": 2**10}
+_SHARD_RE = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+_INDEX_NAME = "model.safetensors.index.json"
+_SINGLE_NAME = "model.safetensors"
+
+
+def parse_shard_size(max_shard_size: int | str) -> int:
+  """Bytes of a `max_shard_size` given as an int or a string like "5MB", "2GB", "1.5GB", "64KiB".
+
+  Same meaning as transformers 5.x `save_pretrained` (huggingface_hub `parse_size_to_int`):
+  KB/MB/GB/TB are powers of 10, case-insensitive; the binary units KiB/MiB/GiB/TiB (accepted by
+  transformers 4.x) are powers of 2.
+
+  Raises:
+    ValueError: naming `max_shard_size`, for a non-positive, non-integer or unparseable size.
+  """
+  if isinstance(max_shard_size, bool):
+    raise ValueError(f"max_shard_size must be a positive int or a size string like '5GB', "
+                     f"got {max_shard_size!r}")
+  if isinstance(max_shard_size, int):
+    size = max_shard_size
+  elif isinstance(max_shard_size, str):
+    text = max_shard_size.strip()
+    upper = text.upper()
+    unit = next((u for u in sorted(_SIZE_UNITS, key=len, reverse=True) if upper.endswith(u)),
+                None)
+    value = None
+    if unit is not None:
+      try:
+        value = float(text[:-len(unit)].strip())
+      except ValueError:
+        pass
+    if value is None or not math.isfinite(value):
+      raise ValueError(f"max_shard_size={max_shard_size!r} is not a size; use an int (bytes) or "
+                       "a number with a unit KB/MB/GB/TB or KiB/MiB/GiB/TiB, e.g. '5GB'")
+    size = int(value * _SIZE_UNITS[unit])
+  else:
+    raise ValueError(f"max_shard_size must be a positive int or a size string like '5GB', "
+                     f"got {max_shard_size!r}")
+  if size <= 0:
+    raise ValueError(f"max_shard_size must be > 0 bytes, got {max_shard_size!r}")
+  return size
+
+
+def _split_shards(tensors: dict[str, Any], max_bytes: Optional[int]) -> list[list[str]]:
+  """Tensor names per shard, greedily in order (transformers' rule).
+
+  A tensor larger than `max_bytes` gets a shard of its own; otherwise a new shard starts when the
+  next tensor would push the current one past `max_bytes`.
+  """
+  if max_bytes is None:
+    return [list(tensors)]
+  shards, current, current_bytes = [], [], 0
+  for name, value in tensors.items():
+    nbytes = value.size * value.dtype.itemsize
+    if nbytes > max_bytes:
+      shards.append([name])
+      continue
+    if current and current_bytes + nbytes > max_bytes:
+      shards.append(current)
+      current, current_bytes = [], 0
+    current.append(name)
+    current_bytes += nbytes
+  if current:
+    shards.append(current)
+  return shards
+
+
+def _write_checkpoint_files(tensors: dict[str, Any], config: ModelConfig, directory: pathlib.Path,
+                            max_bytes: Optional[int], tokenizer: Any) -> list[str]:
+  """Writes the checkpoint into `directory`; returns the weight/index file names written."""
+  from safetensors.flax import save_file  # pylint: disable=g-import-not-at-top
+  shards = _split_shards(tensors, max_bytes)
+  written = []
+  if len(shards) == 1:
+    save_file({n: tensors[n] for n in shards[0]}, str(directory / _SINGLE_NAME),
+              metadata={"format": "pt"})
+    written.append(_SINGLE_NAME)
+  else:
+    weight_map = {}
+    for i, names in enumerate(shards):
+      filename = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+      save_file({n: tensors[n] for n in names}, str(directory / filename),
+                metadata={"format": "pt"})
+      weight_map.update({n: filename for n in names})
+      written.append(filename)
+    index = {"metadata": {
+        "total_size": int(sum(v.size * v.dtype.itemsize for v in tensors.values())),
+        "total_parameters": int(sum(v.size for v in tensors.values()))},
+             "weight_map": weight_map}
+    (directory / _INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    written.append(_INDEX_NAME)
+  (directory / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2))
+  if tokenizer is not None:
+    tokenizer.save_pretrained(str(directory))
+  return written
+
+
 def save_hf_checkpoint(model: Decoder, config: ModelConfig, out_dir: str | os.PathLike, *,
-                       tokenizer: Any = None) -> pathlib.Path:
-  """Writes config.json + model.safetensors (HF layout, torch-loadable) to `out_dir`.
+                       tokenizer: Any = None,
+                       max_shard_size: Optional[int | str] = None) -> pathlib.Path:
+  """Writes config.json + safetensors weights (HF layout, torch-loadable) to `out_dir`.
 
   LoRA adapters must be merged first (`rlpost.llm.lora.merge_lora`). With tied embeddings no
   lm_head.weight is written (transformers re-ties it on load).
+
+  Sharding: with `max_shard_size` None (default) all weights go to model.safetensors. Otherwise
+  the tensors (in `param_table` order) are split greedily as transformers does, and when that
+  gives more than one shard they are written as model-0000i-of-0000N.safetensors plus
+  model.safetensors.index.json ({"metadata": {"total_size", "total_parameters"}, "weight_map"}).
+
+  Atomicity: everything is first written into a temporary directory on the same filesystem; a
+  failure there removes it and leaves `out_dir` as it was (not even created). A new or empty
+  `out_dir` then appears with a single directory rename (all or nothing). An existing non-empty
+  `out_dir` (e.g. a workdir holding other files) gets each file moved in with an atomic rename,
+  weights before the index and config.json, and stale model.safetensors / shard / index files of
+  an earlier save removed (as transformers does), so other files there are kept.
+
+  Args:
+    model: the decoder to save.
+    config: its config (written as config.json via `ModelConfig.to_hf_dict`).
+    out_dir: target directory.
+    tokenizer: optional HF tokenizer, saved with `save_pretrained` into the same directory.
+    max_shard_size: None, or the largest shard in bytes, as an int or a string like "5MB" / "2GB"
+      (see `parse_shard_size`). A single tensor larger than that gets a shard of its own.
+
+  Returns:
+    `out_dir` as a Path.
+
+  Raises:
+    ValueError: naming `max_shard_size` when it is not a valid size.
   """
-  from safetensors.flax import save_file  # pylint: disable=g-import-not-at-top
+  max_bytes = None if max_shard_size is None else parse_shard_size(max_shard_size)
   out = pathlib.Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
   tensors = {}
   for name, variable, transpose in param_table(model):
     value = jnp.asarray(variable.value, dtype=config.jnp_param_dtype)
     tensors[name] = value.T if transpose else value
-  save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-  (out / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2))
-  if tokenizer is not None:
-    tokenizer.save_pretrained(str(out))
+  fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
+  stage_parent = out.parent if fresh else out
+  stage_parent.mkdir(parents=True, exist_ok=True)
+  stage = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=stage_parent))
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it 0700; a renamed-in dir should not be
+  try:
+    written = _write_checkpoint_files(tensors, config, stage, max_bytes, tokenizer)
+    if fresh:
+      os.replace(stage, out)  # rename(2) may replace an empty directory
+      return out
+    weights = [n for n in written if n.endswith(".safetensors")]
+    for stale in out.iterdir():
+      is_weight = stale.name in (_SINGLE_NAME, _INDEX_NAME) or _SHARD_RE.fullmatch(stale.name)
+      if is_weight and stale.is_file() and stale.name not in written:
+        stale.unlink()
+    later = [n for n in written if n not in weights] + ["config.json"]
+    others = sorted(p.name for p in stage.iterdir() if p.name not in weights + later)
+    for name in weights + others + later:
+      os.replace(stage / name, out / name)
+  finally:
+    if stage.exists():
+      shutil.rmtree(stage, ignore_errors=True)
   return out

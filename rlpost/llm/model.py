@@ -6,7 +6,8 @@ Report", 2024, arXiv:2407.10671), per block:
   y = h + down_proj(silu(gate_proj(RMSNorm(h))) * up_proj(RMSNorm(h)))
 with RMSNorm(x) = w * x / sqrt(mean(x^2) + eps) (Zhang & Sennrich, 2019, arXiv:1910.07467),
 RoPE (Su et al., "RoFormer", 2021, arXiv:2104.09864) in HF's "rotate_half" layout with
-inv_freq_i = theta^(-2i/d), grouped-query attention (Ainslie et al., "GQA", 2023, arXiv:2305.13245)
+inv_freq_i = theta^(-2i/d) (optionally "linear" / "llama3" scaled, see `rope_inv_freq`),
+grouped-query attention (Ainslie et al., "GQA", 2023, arXiv:2305.13245)
 where query head h reads KV head h // (num_heads / num_kv_heads), and SwiGLU (Shazeer, 2020,
 arXiv:2002.05202).
 
@@ -24,14 +25,16 @@ split state avoids nnx.jit's per-call graph traversal, and its compiled-cache si
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from rlpost.core import aggregate_loss
-from rlpost.llm.config import ModelConfig
+from rlpost.llm.config import ModelConfig, normalize_rope_scaling
 
 # One (k, v) pair per layer, each [B, S, num_kv_heads, head_dim] in the compute dtype.
 KVCache = Sequence[tuple[jax.Array, jax.Array]]
@@ -79,10 +82,70 @@ class RMSNorm(nnx.Module):
     return self.weight.value.astype(self.dtype) * y.astype(self.dtype)
 
 
-def rope_cos_sin(positions: jax.Array, head_dim: int,
-                 theta: float) -> tuple[jax.Array, jax.Array]:
-  """cos/sin tables [B, T, head_dim] for integer positions [B, T] (computed in f32)."""
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+def rope_inv_freq(head_dim: int, theta: float,
+                  rope_scaling: Any = None) -> np.ndarray:
+  """RoPE inverse frequencies [head_dim // 2] (float32, numpy, read-only), scaling applied.
+
+  Default (Su et al., "RoFormer", 2021, arXiv:2104.09864): inv_freq_i = theta^(-2i/d).
+  "linear" (Chen et al., "Extending Context Window of Large Language Models via Positional
+  Interpolation", 2023, arXiv:2306.15595): inv_freq_i / factor, i.e. positions divided by factor.
+  "llama3" (Llama Team, "The Llama 3 Herd of Models", 2024, arXiv:2407.21783), with wavelength
+  w_i = 2 pi / inv_freq_i, L = original_max_position_embeddings, lo/hi = low/high_freq_factor:
+    w_i < L / hi              -> inv_freq_i                      (high frequencies kept)
+    w_i > L / lo              -> inv_freq_i / factor             (low frequencies interpolated)
+    otherwise, s = (L / w_i - lo) / (hi - lo):
+                              -> (1 - s) inv_freq_i / factor + s inv_freq_i.
+  The arithmetic follows transformers' float32 computation (`modeling_rope_utils`) so the tables
+  match torch bit-for-bit or to an ulp; the result is a trace-time constant (no tracing cost).
+
+  Args:
+    head_dim: rotary dimension (even).
+    theta: RoPE base.
+    rope_scaling: None, a dict such as {"rope_type": "llama3", "factor": 8.0, ...}, or the
+      normalized pairs stored in `ModelConfig.rope_scaling`.
+  """
+  return _rope_inv_freq(int(head_dim), float(theta), normalize_rope_scaling(
+      rope_scaling, field="rope_scaling"))
+
+
+@functools.lru_cache(maxsize=64)
+def _rope_inv_freq(head_dim: int, theta: float, rope_scaling: Optional[tuple]) -> np.ndarray:
+  exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
+  # theta^e rounded once to f32 (as torch's f32 pow is), then the f32 reciprocal.
+  inv_freq = np.float32(1.0) / (np.float64(theta) ** exponent.astype(np.float64)).astype(
+      np.float32)
+  params = dict(rope_scaling) if rope_scaling else {"rope_type": "default"}
+  rope_type = params["rope_type"]
+  if rope_type == "linear":
+    inv_freq = inv_freq / np.float32(params["factor"])
+  elif rope_type == "llama3":
+    factor = np.float32(params["factor"])
+    low, high = params["low_freq_factor"], params["high_freq_factor"]
+    context = params["original_max_position_embeddings"]
+    wavelen = (np.float32(1.0) / inv_freq) * np.float32(2 * math.pi)
+    low_freq_wavelen = np.float32(context / low)
+    high_freq_wavelen = np.float32(context / high)
+    scaled = np.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    smooth = ((np.float32(1.0) / wavelen) * np.float32(context) - np.float32(low)) / np.float32(
+        high - low)
+    smoothed = (np.float32(1.0) - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    inv_freq = np.where(medium, smoothed, scaled)
+  elif rope_type != "default":  # unreachable: normalize_rope_scaling rejects other types
+    raise ValueError(f"rope_scaling['rope_type']={rope_type!r} is not supported")
+  inv_freq = np.asarray(inv_freq, dtype=np.float32)
+  inv_freq.setflags(write=False)
+  return inv_freq
+
+
+def rope_cos_sin(positions: jax.Array, head_dim: int, theta: float,
+                 rope_scaling: Any = None) -> tuple[jax.Array, jax.Array]:
+  """cos/sin tables [B, T, head_dim] for integer positions [B, T] (computed in f32).
+
+  `rope_scaling` is as in `rope_inv_freq` (None: default RoPE); the inverse frequencies are a
+  numpy constant computed once per (head_dim, theta, rope_scaling).
+  """
+  inv_freq = jnp.asarray(rope_inv_freq(head_dim, theta, rope_scaling))
   freqs = positions.astype(jnp.float32)[..., None] * inv_freq
   emb = jnp.concatenate([freqs, freqs], axis=-1)
   return jnp.cos(emb), jnp.sin(emb)
@@ -199,7 +262,8 @@ class Decoder(nnx.Module):
       x = jnp.take(self.embed_tokens.value, tokens, axis=0).astype(cfg.jnp_dtype)
     else:
       x = inputs_embeds.astype(cfg.jnp_dtype)
-    cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta)
+    cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta,
+                            cfg.rope_scaling)
     new_cache = [] if cache is not None else None
     for i, layer in enumerate(self.layers):
       kv = cache[i] if cache is not None else None

@@ -174,3 +174,117 @@ def test_bf16_roundtrip(tmp_path):
   w = torch_model.model.layers[0].mlp.up_proj.weight.detach().numpy()
   np.testing.assert_array_equal(
       w.T, np.asarray(model.layers[0].mlp.up_proj.kernel.value.astype(jnp.float32)))
+
+
+def test_parse_shard_size_matches_transformers_units():
+  assert hf.parse_shard_size(123) == 123
+  assert hf.parse_shard_size("5MB") == 5 * 10**6
+  assert hf.parse_shard_size(" 2gb ") == 2 * 10**9
+  assert hf.parse_shard_size("1.5GB") == 1_500_000_000
+  assert hf.parse_shard_size("64KiB") == 64 * 1024
+  from huggingface_hub.serialization import _base  # pylint: disable=g-import-not-at-top
+  for text in ("5MB", "2GB", "1.5GB", "20KB", "1TB"):
+    assert hf.parse_shard_size(text) == _base.parse_size_to_int(text)
+
+
+@pytest.mark.parametrize("bad", [0, -5, True, 1.5, "abc", "5XB", "MB", "nanGB", "-1KB", None])
+def test_bad_max_shard_size_raises_naming_the_argument(bad):
+  with pytest.raises(ValueError, match="max_shard_size"):
+    hf.parse_shard_size(bad)
+
+
+_SMALL = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+
+
+@pytest.fixture(scope="module")
+def small_model():
+  """A random Decoder filled from numpy (no init_model compile: these tests only save it)."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  model = nnx.eval_shape(lambda: model_lib.Decoder(_SMALL, rngs=nnx.Rngs(0)))
+  rng = np.random.default_rng(4)
+  for _, variable, _ in hf.param_table(model):
+    variable.value = jnp.asarray(rng.normal(size=variable.value.shape), jnp.float32)
+  return model
+
+
+def test_save_with_bad_max_shard_size_writes_nothing(small_model, tmp_path):
+  model, cfg = small_model, _SMALL
+  for bad in ("5XB", 0):
+    with pytest.raises(ValueError, match="max_shard_size"):
+      hf.save_hf_checkpoint(model, cfg, tmp_path / "out", max_shard_size=bad)
+  assert not list(tmp_path.iterdir())
+
+
+def test_sharded_save_loads_in_rlpost_and_transformers(hf_ckpt, tmp_path):
+  kind, hf_model, path = hf_ckpt
+  model, cfg, _ = hf.load_hf_checkpoint(path)
+  out = hf.save_hf_checkpoint(model, cfg, tmp_path / "sharded", max_shard_size="20KB")
+  index = json.loads((out / "model.safetensors.index.json").read_text())
+  shards = sorted(set(index["weight_map"].values()))
+  assert len(shards) >= 2 and not (out / "model.safetensors").exists()
+  assert shards == sorted(p.name for p in out.glob("*.safetensors"))
+  assert shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+  names = [name for name, _, _ in hf.param_table(model)]
+  assert sorted(index["weight_map"]) == sorted(names)
+  assert index["metadata"]["total_size"] == 4 * cfg.num_params()  # f32, tied counted once
+  nbytes = {name: np.asarray(v.value).nbytes for name, v, _ in hf.param_table(model)}
+  for shard in shards:  # each shard is <= 20KB unless it holds a single larger tensor
+    members = [n for n, f in index["weight_map"].items() if f == shard]
+    assert sum(nbytes[n] for n in members) <= 20_000 or len(members) == 1
+  tokens, mask = _batch()
+  valid = mask.astype(bool)
+  model2, cfg2, _ = hf.load_hf_checkpoint(out)
+  assert cfg2 == cfg
+  np.testing.assert_array_equal(np.asarray(_logits(model2, jnp.asarray(tokens), jnp.asarray(mask))),
+                                np.asarray(_logits(model, jnp.asarray(tokens), jnp.asarray(mask))))
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
+  reloaded.config._attn_implementation = "eager"  # pylint: disable=protected-access
+  np.testing.assert_array_equal(_hf_logits(reloaded.eval(), tokens, mask)[valid],
+                                _hf_logits(hf_model, tokens, mask)[valid])
+  # Default: one file, no index (unchanged behaviour).
+  single = hf.save_hf_checkpoint(model, cfg, tmp_path / "single")
+  assert sorted(p.name for p in single.iterdir()) == ["config.json", "model.safetensors"]
+  assert kind in ("qwen2", "llama")
+
+
+def test_save_is_atomic_and_replaces_stale_weights(small_model, tmp_path, monkeypatch):
+  import safetensors.flax  # pylint: disable=g-import-not-at-top
+  model, cfg = small_model, _SMALL
+  real_save = safetensors.flax.save_file
+  calls = []
+
+  def failing_save(tensors, filename, metadata=None):
+    calls.append(filename)
+    if len(calls) == 2:  # the second shard fails after the first one was written
+      raise OSError("disk full")
+    real_save(tensors, filename, metadata=metadata)
+
+  # 1. A failed save into a new directory leaves nothing behind.
+  monkeypatch.setattr(safetensors.flax, "save_file", failing_save)
+  with pytest.raises(OSError, match="disk full"):
+    hf.save_hf_checkpoint(model, cfg, tmp_path / "new", max_shard_size="10KB")
+  assert not list(tmp_path.iterdir())
+  # 2. Into an existing workdir: stale shards/index go, other files stay, a failure changes nothing.
+  monkeypatch.setattr(safetensors.flax, "save_file", real_save)
+  work = tmp_path / "work"
+  work.mkdir()
+  (work / "notes.txt").write_text("keep me")
+  hf.save_hf_checkpoint(model, cfg, work, max_shard_size="10KB")
+  sharded = sorted(p.name for p in work.iterdir())
+  assert "model.safetensors.index.json" in sharded and len(sharded) > 4
+  calls.clear()
+  monkeypatch.setattr(safetensors.flax, "save_file", failing_save)
+  with pytest.raises(OSError, match="disk full"):
+    hf.save_hf_checkpoint(model, cfg, work, max_shard_size="5KB")
+  assert sorted(p.name for p in work.iterdir()) == sharded
+  monkeypatch.setattr(safetensors.flax, "save_file", real_save)
+  hf.save_hf_checkpoint(model, cfg, work)
+  assert sorted(p.name for p in work.iterdir()) == ["config.json", "model.safetensors",
+                                                    "notes.txt"]
+  reloaded, _, _ = hf.load_hf_checkpoint(work)
+  np.testing.assert_array_equal(np.asarray(reloaded.lm_head.kernel.value),
+                                np.asarray(model.lm_head.kernel.value))
+  # 3. The staged directory gets normal permissions, not mkdtemp's 0700.
+  fresh = hf.save_hf_checkpoint(model, cfg, tmp_path / "fresh")
+  assert fresh.stat().st_mode & 0o777 == (tmp_path / "work").stat().st_mode & 0o777

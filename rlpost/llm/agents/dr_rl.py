@@ -275,7 +275,7 @@ def rollout(model: Decoder, svds: list[dict[str, Any]], policy: dict[str, jax.Ar
   mask = attention_mask.astype(jnp.float32)
   n_tok = jnp.sum(mask, axis=-1)
   pos = positions_from_mask(attention_mask)
-  cos, sin = rope_cos_sin(pos, d, cfg.rope_theta)
+  cos, sin = rope_cos_sin(pos, d, cfg.rope_theta, cfg.rope_scaling)
   attn_mask = causal_mask(attention_mask)
   x = jnp.take(model.embed_tokens[...], tokens, axis=0).astype(cfg.jnp_dtype)
   prev = jnp.full((b,), a_n, jnp.int32)
