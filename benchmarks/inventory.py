@@ -122,7 +122,7 @@ def main():
   ap.add_argument("--lead_time", type=int, default=2)
   ap.add_argument("--p", type=float, default=9.0)
   ap.add_argument("--steps", type=int, default=30)
-  ap.add_argument("--gap_max_steps", type=int, default=1200)
+  ap.add_argument("--gap_max_steps", type=int, default=1600)
   ap.add_argument("--eval_every", type=int, default=100)
   ap.add_argument("--skip_gap", action="store_true")
   args = ap.parse_args()
