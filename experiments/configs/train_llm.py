@@ -7,8 +7,8 @@ Args (`--config=experiments/configs/train_llm.py:<arg>`):
            same wall time.
              python experiments/train_llm.py --config=experiments/configs/train_llm.py \
                --workdir=/tmp/train_llm
-           Measured on the shared 2-core CPU (load 4-8): 243 s wall; start 36.4 +- 2.2 %, after
-           60 GRPO steps (lr 1e-4) 31.4 +- 2.1 %, control 32.8 +- 2.1 %: the >= 10-point target
+           Measured on the shared 2-core CPU (load ~3): 174 s wall; start 36.4 +- 2.2 %, after
+           60 GRPO steps (lr 1e-4) 31.4 +- 2.1 %, control 33.2 +- 2.1 %: the >= 10-point target
            is NOT reached (lr 5e-4: 18.6 +- 1.7 %, control 33.8 +- 2.1 %, 424 s).
   sft      SFT from scratch (800 steps, cosine lr 2e-3); this is how rlpost/assets/sft was made:
              python experiments/train_llm.py --config=experiments/configs/train_llm.py:sft \
