@@ -294,6 +294,9 @@ def make_config(name: str, **overrides) -> ObjectiveConfig:
     raise _unknown("objective", name, PRESETS)
   base = PRESETS[name]
   top, adv, sur = {}, dict(base.advantage_kwargs), dict(base.surrogate_kwargs)
+  # Selector hyperparameters (e.g. d3s's schedule=True, n_init, ...) route to the one selector of
+  # the preset that owns the key; a key owned by two selectors is ambiguous and rejected below.
+  sel = {s: {**SELECTORS[s].defaults, **base.selector_kwargs.get(s, {})} for s in base.selectors}
   # Swapping a part resets that part's hyperparameters to the new part's defaults.
   if "advantage" in overrides and overrides["advantage"] != base.advantage:
     adv = dict(ADVANTAGES[overrides["advantage"]].defaults) if overrides["advantage"] in ADVANTAGES else {}
@@ -306,11 +309,16 @@ def make_config(name: str, **overrides) -> ObjectiveConfig:
       adv[key] = value
     elif key in sur:
       sur[key] = value
+    elif "selectors" not in overrides and sum(key in kw for kw in sel.values()) == 1:
+      next(kw for kw in sel.values() if key in kw)[key] = value
     else:
-      valid = sorted(_FIELDS | set(adv) | set(sur))
+      valid = sorted(_FIELDS | set(adv) | set(sur)
+                     | (set() if "selectors" in overrides else {k for kw in sel.values() for k in kw}))
       close = difflib.get_close_matches(key, valid, n=1)
       hint = f" (did you mean {close[0]!r}?)" if close else ""
       raise ValueError(f"objective {name!r} has no option {key!r}{hint}; valid: {', '.join(valid)}")
+  if "selectors" not in overrides and "selector_kwargs" not in overrides:
+    top["selector_kwargs"] = sel
   cfg = dataclasses.replace(base, advantage_kwargs=adv, surrogate_kwargs=sur, **top)
   return _with_part_defaults(cfg)
 
@@ -664,13 +672,23 @@ register_preset(ObjectiveConfig(
 # Seed objectives II (issue 6): D3S dual-level down-sampling as a token-stage selector.
 
 
-def _d3s_selector(batch, *, group_size, sample_keep, token_keep_frac, cross_group):
+D3S_PROGRESS_KEY = "progress"
+
+
+def _d3s_selector(batch, *, group_size, sample_keep, token_keep_frac, cross_group,
+                  schedule=False, n_init=None, n_final=None, k_init=None, k_final=None):
   """D3S mask: max-Var(A) rollouts (per group of `group_size`, or over the batch with
   `cross_group`), then the top `token_keep_frac` of their tokens by |A| * H.
 
   The sequence advantage is the masked mean of the token advantages (constant per response for
-  outcome estimators). A fixed point of the D3S schedule: build a new objective with
-  `core.d3s_schedule(progress, ...)` values to follow the curriculum (arXiv 2509.22115).
+  outcome estimators). With `schedule=False` (default) `sample_keep` / `token_keep_frac` are a
+  fixed point of the D3S curriculum. With `schedule=True` they follow it:
+  [N_s(p), K(p)] = (1 - p) [n_init, k_init] + p [n_final, k_final] (`core.d3s_schedule`), where
+  p = batch["progress"] is a scalar training progress in [0, 1] (clipped; may be traced, so one
+  compiled step serves every p). `RLTrainer` supplies p = step / rl.total_steps. The paper's
+  endpoints are unpublished, so all four are required. Paper: "Learning More with Less: A Dynamic
+  Dual-Level Down-Sampling Framework for Efficient Policy Optimization", ICLR 2026,
+  arXiv 2509.22115.
   """
   adv, mask = batch["advantages"], batch["mask"].astype(bool)
   entropy = jax.lax.stop_gradient(_need(batch, "entropy", "d3s"))
@@ -678,6 +696,10 @@ def _d3s_selector(batch, *, group_size, sample_keep, token_keep_frac, cross_grou
   if b % group_size:
     raise ValueError(f"d3s: batch of {b} responses is not a whole number of groups of "
                      f"group_size={group_size}; set the selector's group_size to rl.group_size")
+  if schedule:
+    sample_keep, token_keep_frac = _d3s_scheduled_keep(
+        batch, group_size=group_size, n_init=n_init, n_final=n_final, k_init=k_init,
+        k_final=k_final)
   seq = core.masked_mean(adv, mask, axis=-1)
   if cross_group:
     keep = core.d3s_sample_mask(seq.reshape(1, -1), n_keep=sample_keep * (b // group_size),
@@ -688,9 +710,42 @@ def _d3s_selector(batch, *, group_size, sample_keep, token_keep_frac, cross_grou
   return core.d3s_token_mask(adv, entropy, sample_mask, keep_frac=token_keep_frac)
 
 
+def _d3s_scheduled_keep(batch, *, group_size, n_init, n_final, k_init, k_final):
+  """(N_s, K) of the D3S schedule at batch["progress"]; errors name the bad field."""
+  ends = {"n_init": n_init, "n_final": n_final, "k_init": k_init, "k_final": k_final}
+  missing = [k for k, v in ends.items() if v is None]
+  if missing:
+    raise ValueError(f"d3s: schedule=True needs the selector's {', '.join(missing)} (the D3S "
+                     f"schedule endpoints; the paper does not publish them)")
+  for k in ("n_init", "n_final"):
+    if isinstance(ends[k], bool) or not 1 <= ends[k] <= group_size:
+      raise ValueError(f"d3s: {k} must be in [1, group_size={group_size}]; got {ends[k]!r}")
+  for k in ("k_init", "k_final"):
+    if isinstance(ends[k], bool) or not 0.0 < ends[k] <= 1.0:
+      raise ValueError(f"d3s: {k} must be a token fraction in (0, 1]; got {ends[k]!r}")
+  if batch is None or D3S_PROGRESS_KEY not in batch:
+    raise ValueError(f"d3s: schedule=True needs batch[{D3S_PROGRESS_KEY!r}] (scalar training "
+                     f"progress in [0, 1]); RLTrainer passes step / rl.total_steps when "
+                     f"rl.total_steps is set")
+  progress = jnp.asarray(batch[D3S_PROGRESS_KEY], jnp.float32)
+  if progress.ndim != 0:
+    raise ValueError(f"d3s: batch[{D3S_PROGRESS_KEY!r}] must be a scalar; got shape "
+                     f"{progress.shape}")
+  return core.d3s_schedule(jnp.clip(progress, 0.0, 1.0), n_init=n_init, n_final=n_final,
+                           k_init=k_init, k_final=k_final)
+
+
+def needs_progress(config: "ObjectiveConfig") -> bool:
+  """True when a selector of `config` reads batch["progress"] (today: d3s with schedule=True)."""
+  return "d3s" in config.selectors and bool(
+      config.selector_kwargs.get("d3s", {}).get("schedule", False))
+
+
 register_selector("d3s", SelectorSpec(
     _d3s_selector, stage="tokens",
-    defaults={"group_size": 8, "sample_keep": 4, "token_keep_frac": 0.5, "cross_group": False}))
+    defaults={"group_size": 8, "sample_keep": 4, "token_keep_frac": 0.5, "cross_group": False,
+              "schedule": False, "n_init": None, "n_final": None, "k_init": None,
+              "k_final": None}))
 
 register_preset(ObjectiveConfig(
     name="d3s", advantage="grpo", surrogate="ppo_clip", agg_mode="token_mean",
@@ -700,4 +755,6 @@ register_preset(ObjectiveConfig(
                              "cross_group": False}},
     paper="D3S (arXiv 2509.22115): GRPO advantages on the full group, then the max-Var(A) "
           "subset of sample_keep per group and the top token_keep_frac tokens by |A| * H; "
-          "schedule endpoints unpublished (placeholders N_s = G/2, K = 0.5); no KL"))
+          "schedule endpoints unpublished (placeholders N_s = G/2, K = 0.5); no KL. "
+          "selector_kwargs d3s schedule=True with n_init/n_final/k_init/k_final follows the "
+          "curriculum on batch['progress'] (RLTrainer: step / rl.total_steps)"))

@@ -86,6 +86,9 @@ class RLConfig:
   # Log the issue-5 mechanism metrics (nonzero_grad_frac, clip_frac, nll_mean, ...); off by default
   # so the default metrics and compiled update stay unchanged.
   mechanism_metrics: bool = False
+  # Planned number of RL steps; objectives whose selector follows training progress (d3s with
+  # schedule=True) read progress = step / total_steps from it (None: such objectives refuse).
+  total_steps: Optional[int] = None
 
   def __post_init__(self):
     for name in ("batch_size", "group_size", "micro_batch_size", "num_minibatches", "ppo_epochs",
@@ -109,6 +112,9 @@ class RLConfig:
                        f"of {mini} completions (batch_size / num_minibatches)")
     if not self.temperature > 0:
       raise ValueError(f"rl.temperature must be > 0 for RL sampling, got {self.temperature!r}")
+    if self.total_steps is not None and (isinstance(self.total_steps, bool) or not isinstance(
+        self.total_steps, (int, np.integer)) or self.total_steps < 1):
+      raise ValueError(f"rl.total_steps must be a positive int or None, got {self.total_steps!r}")
     if self.max_resample_rounds < 0:
       raise ValueError(f"rl.max_resample_rounds must be >= 0, got {self.max_resample_rounds!r}")
 
@@ -181,7 +187,9 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
   """Jitted `update(state, batch, data_pos, objective_state) -> (state, metrics)`, state donated.
 
   batch holds [B, ...] arrays: tokens, attention_mask (full [B, P + R]), mask, advantages,
-  sampler_logp (response grid [B, R]) and, when needed, old_logp and ref_logp.
+  sampler_logp (response grid [B, R]) and, when needed, old_logp and ref_logp. Objectives whose
+  selector reads training progress also get batch["progress"] = state step / rl.total_steps
+  (computed in the compiled step, so it does not retrace).
   """
   cfg = rl_config
   mini = cfg.batch_size // cfg.num_minibatches
@@ -193,8 +201,12 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
   if use_capo and cfg.learning_rate is None:
     raise ValueError(f"objective {objective.config.name!r} (CAPO) needs rl.learning_rate (the "
                      f"optimizer's learning rate) for its curvature mask")
+  use_progress = objectives.needs_progress(objective.config)
+  if use_progress and cfg.total_steps is None:
+    raise ValueError(f"objective {objective.config.name!r} follows a training-progress schedule "
+                     f"(d3s schedule=True); set rl.total_steps (the planned number of RL steps)")
 
-  def loss_fn(params, mb, rng, head_adam=None):
+  def loss_fn(params, mb, rng, head_adam=None, progress=None):
     model = nnx.merge(graphdef, params)
     if use_capo:
       hidden = hidden_states(model, mb["tokens"], mb["attention_mask"])[:, prompt_len - 1:-1]
@@ -212,6 +224,8 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
       batch["ref_logp"] = mb["ref_logp"]
     if need_rng:
       batch["rng"] = rng
+    if progress is not None:
+      batch[objectives.D3S_PROGRESS_KEY] = progress
     if use_capo:
       cm = rl_extras.capo_metrics(hidden, model.head_weight(), targets, mb["advantages"],
                                   lr=cfg.learning_rate, adam=head_adam)
@@ -238,13 +252,14 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def minibatch_update(params, opt_state, mbatch, rng):
+  def minibatch_update(params, opt_state, mbatch, rng, progress=None):
     head_adam = rl_extras.lm_head_adam(params, opt_state) if use_capo else None
 
     def micro(carry, xs):
       gsum, dsum = carry
       mb, i = xs
-      (total, (denom, met)), g = grad_fn(params, mb, jax.random.fold_in(rng, i), head_adam)
+      (total, (denom, met)), g = grad_fn(params, mb, jax.random.fold_in(rng, i), head_adam,
+                                         progress)
       return (jax.tree.map(jnp.add, gsum, g), dsum + denom), (total, met)
 
     zeros = jax.tree.map(jnp.zeros_like, params)
@@ -263,6 +278,9 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
   def update(state: TrainState, batch: dict[str, jax.Array], data_pos, objective_state):
     params, opt_state = state["params"], state["opt_state"]
     rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+    progress = None
+    if use_progress:
+      progress = jnp.clip(state["step"].astype(jnp.float32) / cfg.total_steps, 0.0, 1.0)
     all_mets = []
     for epoch in range(cfg.ppo_epochs):
       for k in range(cfg.num_minibatches):
@@ -270,7 +288,8 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
                                                           + a.shape[1:])
         mbatch = jax.tree.map(sl, batch)
         params, opt_state, met = minibatch_update(
-            params, opt_state, mbatch, jax.random.fold_in(rng, epoch * cfg.num_minibatches + k))
+            params, opt_state, mbatch, jax.random.fold_in(rng, epoch * cfg.num_minibatches + k),
+            progress)
         all_mets.append(met)
     metrics = _combine({k: jnp.stack([m[k] for m in all_mets]) for k in all_mets[0]})
     new_state = {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1,

@@ -315,6 +315,8 @@ def build(config) -> dict[str, Any]:
   for k in ("top_k", "top_p"):
     if rl_kwargs.get(k) in (0, 0.0, 1.0) and not (k == "top_k" and rl_kwargs.get(k) == 1):
       rl_kwargs[k] = None  # 0 / 1.0 mean "off" in the config file
+  # Progress-scheduled objectives (d3s with schedule=True) read step / total_steps.
+  rl_kwargs.setdefault("total_steps", int(c.rl.steps) if int(c.rl.steps) > 0 else None)
   rl_config = rl_lib.RLConfig(**rl_kwargs)
   objective = rl_lib.make_objective(c.objective, _as_dict(c.objective_overrides),
                                     max_new_tokens=rl_config.max_new_tokens)

@@ -7,4 +7,6 @@ Modules:
   retroformer            Retroformer retrospective model (Yao et al., ICLR 2024, 2308.02151)
   retroformer_experiment the experiment behind experiments/retroformer.py
   dmlr, dr_rl (+ _experiment)  DMLR latent think tokens and DR-RL dynamic-rank attention
+  partial_credit         instrumentation (milestone) reward of the ML-engineering agents paper
+                         (arXiv 2509.01684)
 """
