@@ -228,7 +228,8 @@ def _write(workdir: pathlib.Path, summary: dict[str, Any], curves, log) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   workdir.mkdir(parents=True, exist_ok=True)
   fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-  for variant, runs in curves.items():
+  colors = plt.get_cmap("tab20").colors  # one distinct colour per variant (up to 20)
+  for v_index, (variant, runs) in enumerate(curves.items()):
     runs = [r for r in runs if r]
     if not runs:
       continue
@@ -236,7 +237,8 @@ def _write(workdir: pathlib.Path, summary: dict[str, Any], curves, log) -> None:
     steps = [runs[0][i]["step"] for i in range(n)]
     for ax, key in zip(axes, ("accuracy", "entropy", "zero_spread_frac")):
       ys = np.mean([[r[i][key] for i in range(n)] for r in runs], axis=0)
-      ax.plot(steps, ys, label=variant, ls="--" if "@" in variant else "-")
+      ax.plot(steps, ys, label=variant, ls="--" if "@" in variant else "-",
+              color=colors[v_index % len(colors)])
   for ax, key in zip(axes, ("train accuracy", "entropy", "zero-spread fraction")):
     ax.set(xlabel="RL step", title=f"{key} (mean over seeds)")
   axes[0].legend(fontsize=7, ncol=2)
