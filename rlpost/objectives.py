@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rlpost import core
 
@@ -44,6 +45,8 @@ class AdvantageSpec:
   defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   init_state: Callable[..., Any] | None = None
   token_level: bool = False
+  # Accepts variable group sizes: a padded [P, G_max] rewards grid with batch["group_mask"].
+  group_mask: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,12 +103,19 @@ def _stateless(fn):
   return wrapped
 
 
+def _group_relative(estimator):
+  """Registry wrapper of a group-relative estimator that honours batch["group_mask"]."""
+  def wrapped(rewards, mask, *, state=None, prompt_ids=None, batch=None, **kwargs):
+    del prompt_ids
+    valid = None if batch is None else batch.get("group_mask")
+    return core.broadcast_to_tokens(estimator(rewards, valid=valid, **kwargs), mask), state
+  return wrapped
+
+
 register_advantage("grpo", AdvantageSpec(
-    _stateless(lambda r, m, *, eps, scale_by_std: core.broadcast_to_tokens(
-        core.grpo_advantages(r, eps=eps, scale_by_std=scale_by_std), m)),
-    defaults={"eps": 1e-6, "scale_by_std": True}))
-register_advantage("rloo", AdvantageSpec(
-    _stateless(lambda r, m: core.broadcast_to_tokens(core.rloo_advantages(r), m))))
+    _group_relative(core.grpo_advantages), defaults={"eps": 1e-6, "scale_by_std": True},
+    group_mask=True))
+register_advantage("rloo", AdvantageSpec(_group_relative(core.rloo_advantages), group_mask=True))
 register_advantage("reinforce_pp_baseline", AdvantageSpec(
     _stateless(lambda r, m, *, eps: core.reinforce_pp_baseline_advantages(r, m, eps=eps)),
     defaults={"eps": 1e-8}))
@@ -376,20 +386,38 @@ class Objective:
       ref_logp: Array | None = None,
       values: Array | None = None,
       extra: Mapping[str, Array] | None = None,
+      group_mask: Array | None = None,
   ) -> tuple[Array, Any]:
     """The advantage step: `[P, G]` rewards -> `[B, T]` token advantages (and the new state).
 
     `extra` holds further rollout arrays an estimator reads from its `batch` argument (e.g.
     "entropy", "segment_ids", "old_logp_tempered", "oblr_weights"); `old_logp` is passed too.
+    `group_mask` `[P, G_max]` marks the real completions of variable-size groups laid out on a
+    padded grid (B = P * G_max rows of `mask`, padded rows all zero); padded slots get advantage 0.
+    Only estimators registered with `group_mask=True` accept it (grpo, dr_grpo, rloo).
     """
     cfg = self.config
     if rewards.ndim != 2:
       raise ValueError(f"rewards must be [P, G]; got shape {rewards.shape}")
-    if rewards.shape[1] < cfg.min_group_size:
-      raise ValueError(f"group size {rewards.shape[1]} < min_group_size={cfg.min_group_size} for "
-                       f"objective {cfg.name!r}")
     spec = ADVANTAGES[cfg.advantage]
     batch = dict(extra or {})
+    if group_mask is not None:
+      if not spec.group_mask:
+        ok = sorted(k for k, v in ADVANTAGES.items() if v.group_mask)
+        raise ValueError(f"objective {cfg.name!r}: advantage {cfg.advantage!r} does not support "
+                         f"variable group sizes (group_mask); estimators that do: {', '.join(ok)}")
+      if group_mask.shape != rewards.shape:
+        raise ValueError(f"group_mask shape {group_mask.shape} != rewards shape {rewards.shape}")
+      if not isinstance(group_mask, jax.core.Tracer):
+        counts = np.asarray(group_mask).sum(axis=1)
+        small = counts[(counts > 0) & (counts < cfg.min_group_size)]
+        if small.size:
+          raise ValueError(f"a group of {int(small.min())} valid completions < min_group_size="
+                           f"{cfg.min_group_size} for objective {cfg.name!r}")
+      batch["group_mask"] = group_mask
+    elif rewards.shape[1] < cfg.min_group_size:
+      raise ValueError(f"group size {rewards.shape[1]} < min_group_size={cfg.min_group_size} for "
+                       f"objective {cfg.name!r}")
     if values is not None:
       batch["values"] = values
     if old_logp is not None:

@@ -28,7 +28,8 @@ def _group_centred(r: Array) -> Array:
   return jnp.where(spread, r - jnp.mean(r, axis=1, keepdims=True), 0.0)
 
 
-def grpo_advantages(rewards: Array, *, eps: float = 1e-6, scale_by_std: bool = True) -> Array:
+def grpo_advantages(rewards: Array, *, eps: float = 1e-6, scale_by_std: bool = True,
+                    valid: Array | None = None) -> Array:
   """Group-relative advantages of GRPO, or of Dr.GRPO when `scale_by_std=False`.
 
     a_i = (R_i - mean_g R) / (std_g R + eps)     (GRPO; std is the unbiased, ddof=1 estimator)
@@ -37,6 +38,10 @@ def grpo_advantages(rewards: Array, *, eps: float = 1e-6, scale_by_std: bool = T
   A group of one follows verl: mean 0 and std 1, so a = R / (1 + eps) (or R for Dr.GRPO).
   Zero-variance groups give exactly 0.
 
+  Variable group sizes (e.g. V0 budgets) come as a padded `[P, G_max]` grid with `valid`: the
+  statistics of row p use only its valid slots (n_p of them, ddof=1 over n_p), padded slots get
+  0, and a row with n_p valid slots equals the unpadded estimator on those n_p rewards (tested).
+
   Papers: DeepSeekMath (Shao et al., 2024, arXiv 2402.03300); "Understanding R1-Zero-Like
   Training" (Liu et al., 2025, arXiv 2503.20783).
 
@@ -44,12 +49,21 @@ def grpo_advantages(rewards: Array, *, eps: float = 1e-6, scale_by_std: bool = T
     rewards: `[P, G]` outcome rewards.
     eps: added to the std (verl places it outside the square root).
     scale_by_std: divide by the group std (GRPO) or not (Dr.GRPO).
+    valid: optional `[P, G]` bool mask of real completions (None: every slot is real).
 
   Returns:
     `[P, G]` advantages.
   """
   _check_groups(rewards)
   r = rewards.astype(jnp.float32)
+  if valid is not None:
+    v = _check_valid(valid, r)
+    n = jnp.sum(v, axis=1, keepdims=True).astype(jnp.float32)
+    centred = _masked_group_centred(r, v, n)
+    if not scale_by_std:
+      return jnp.where(n == 1, jnp.where(v, r, 0.0), centred)
+    std = jnp.sqrt(jnp.sum(jnp.square(centred), axis=1, keepdims=True) / jnp.maximum(n - 1, 1.0))
+    return jnp.where(n == 1, jnp.where(v, r, 0.0) / (1.0 + eps), centred / (std + eps))
   g = r.shape[1]
   if g == 1:
     return r / (1.0 + eps) if scale_by_std else r
@@ -60,13 +74,35 @@ def grpo_advantages(rewards: Array, *, eps: float = 1e-6, scale_by_std: bool = T
   return centred / (std + eps)
 
 
-def rloo_advantages(rewards: Array) -> Array:
+def _check_valid(valid: Array, r: Array) -> Array:
+  if valid.shape != r.shape:
+    raise ValueError(f"valid must have the rewards' shape {r.shape}; got {valid.shape}")
+  return valid.astype(bool)
+
+
+def _masked_group_centred(r: Array, v: Array, n: Array) -> Array:
+  """r - mean over the row's valid slots; exactly 0 on padding and in zero-spread rows."""
+  big = jnp.float32(3e38)
+  spread = (jnp.max(jnp.where(v, r, -big), axis=1, keepdims=True) >
+            jnp.min(jnp.where(v, r, big), axis=1, keepdims=True))
+  mean = jnp.sum(jnp.where(v, r, 0.0), axis=1, keepdims=True) / jnp.maximum(n, 1.0)
+  return jnp.where(spread & v, r - mean, 0.0)
+
+
+def rloo_advantages(rewards: Array, *, valid: Array | None = None) -> Array:
   """REINFORCE leave-one-out advantages: a_i = R_i - mean_{j != i} R_j = G/(G-1) (R_i - mean_g R).
 
-  A group of one gets a = R (verl). Kool et al., 2019; Ahmadian et al., 2024, arXiv 2402.14740.
+  A group of one gets a = R (verl). With `valid` (padded `[P, G_max]` grid of variable group
+  sizes) G is each row's count of valid slots and padding gets 0 (see `grpo_advantages`).
+  Kool et al., 2019; Ahmadian et al., 2024, arXiv 2402.14740.
   """
   _check_groups(rewards)
   r = rewards.astype(jnp.float32)
+  if valid is not None:
+    v = _check_valid(valid, r)
+    n = jnp.sum(v, axis=1, keepdims=True).astype(jnp.float32)
+    centred = _masked_group_centred(r, v, n)
+    return jnp.where(n == 1, jnp.where(v, r, 0.0), centred * (n / jnp.maximum(n - 1.0, 1.0)))
   g = r.shape[1]
   if g == 1:
     return r

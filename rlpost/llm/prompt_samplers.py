@@ -14,12 +14,14 @@ stream; without a sampler the loop is unchanged.
   CurriculumSampler  CRAFT-GUI-style difficulty curriculum (arXiv 2508.11360) over the synthetic
                      task's `difficulty` levels (`rlpost.core.curriculum_*`).
 
-Deviation (V0, documented in BUILD_NOTES): the loop's batch has a fixed [P, G] shape, so V0's
-per-prompt budgets B_i in [2, 128] (which sum to P * G) are quantised to whole rows of G
-completions by largest remainder; a prompt given k rows is rolled out as k separate groups of G
-(each with its own group baseline), and a prompt rounded to 0 rows is skipped. The value model is
-a logistic regression over hand-made prompt features trained online on a fixed-size history
-buffer, not V0's frozen embedder + TabPFN in-context classifier.
+V0 budgets: by default (`variable_groups=True`) every candidate prompt is rolled out as ONE group
+of its own size B_i in [b_min, b_max] (sum B_i = rl.batch_size, one generation call); the rollout
+is a padded `[candidates, min(b_max, batch)]` grid with a `valid` mask, group statistics use only
+the valid slots (`core.grpo_advantages(valid=...)`), and the update sees the batch_size real
+completions. `variable_groups=False` keeps the earlier approximation (budgets quantised to whole
+rows of G by largest remainder; a prompt with k rows is k separate groups). Deviation (documented
+in BUILD_NOTES): the value model is a logistic regression over hand-made prompt features trained
+online on a fixed-size history buffer, not V0's frozen embedder + TabPFN in-context classifier.
 """
 from __future__ import annotations
 
@@ -50,6 +52,9 @@ class RolloutPlan:
   data_pos: int
   stats: dict[str, float]
   state: Optional[State] = None  # the state after planning (None: unchanged)
+  # Variable group sizes: completions per prompt (sum = rl.batch_size) and the padded grid width.
+  counts: Optional[np.ndarray] = None
+  width: Optional[int] = None
 
 
 class PromptSampler(Protocol):
@@ -66,11 +71,15 @@ class PromptSampler(Protocol):
 
   def update(self, state: State, *, prompt_ids: np.ndarray, acc: np.ndarray,
              pool: Sequence[Any]) -> State:
-    """The state after observing `acc [P, G]` 0/1 outcomes of the planned rows."""
+    """The state after observing `acc [P, G]` 0/1 outcomes of the planned rows (a sampler whose
+    plan sets `counts` also gets `valid=[P, width]`, the real slots of the padded grid)."""
 
 
-def _informative(acc: np.ndarray) -> np.ndarray:
-  return acc.max(axis=1) > acc.min(axis=1)
+def _informative(acc: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
+  """Rows with mixed outcomes (over the valid slots when given)."""
+  if valid is None:
+    return acc.max(axis=1) > acc.min(axis=1)
+  return np.where(valid, acc, -np.inf).max(axis=1) > np.where(valid, acc, np.inf).min(axis=1)
 
 
 def sampled_rollout(trainer, params, data_pos: int, key) -> tuple[dict[str, Any], int,
@@ -85,16 +94,20 @@ def sampled_rollout(trainer, params, data_pos: int, key) -> tuple[dict[str, Any]
                       data_pos=data_pos, num_prompts=cfg.num_prompts, group_size=cfg.group_size,
                       data_seed=trainer.data_seed, pool=trainer.pool)
   ids = np.asarray(plan.prompt_ids, np.int64)
-  if ids.shape != (cfg.num_prompts,):
+  if plan.counts is None and ids.shape != (cfg.num_prompts,):
     raise ValueError(f"prompt sampler {sampler.name!r} planned {ids.shape} rows; the loop needs "
                      f"({cfg.num_prompts},) (rl.batch_size / rl.group_size)")
-  groups = trainer._sample_round(params, data_pos, jax.random.fold_in(key, 0), idx=ids)  # pylint: disable=protected-access
+  groups = trainer._sample_round(params, data_pos, jax.random.fold_in(key, 0), idx=ids,  # pylint: disable=protected-access
+                                 counts=plan.counts, width=plan.width)
   planned = trainer.prompt_sampler_state if plan.state is None else plan.state
-  trainer.prompt_sampler_state = sampler.update(planned, prompt_ids=ids,
-                                                acc=groups["acc"], pool=trainer.pool)
-  inf = _informative(groups["acc"])
-  stats = {"zero_spread_frac": float(np.mean(~inf)), "ds_rounds": 0.0, "ds_filled_frac": 0.0,
-           "informative_groups": float(inf.sum()), **plan.stats}
+  valid = groups.get("valid")
+  kw = {} if plan.counts is None else {"valid": valid}
+  trainer.prompt_sampler_state = sampler.update(planned, prompt_ids=ids, acc=groups["acc"],
+                                                pool=trainer.pool, **kw)
+  inf = _informative(groups["acc"], valid)
+  used = np.ones(len(ids), bool) if valid is None else valid.any(axis=1)
+  stats = {"zero_spread_frac": float(np.mean(~inf[used])), "ds_rounds": 0.0,
+           "ds_filled_frac": 0.0, "informative_groups": float(inf.sum()), **plan.stats}
   trainer.last_rollout_stats = stats
   return groups, int(plan.data_pos), stats
 
@@ -258,9 +271,11 @@ class V0Sampler:
 
   plan: the next `candidate_factor * P` prompts of the stream are scored by the value model,
   `core.v0_allocate_budget` maximises sum_i U(B_i, p_i) with U(B, p) = B (1 - p)[1 - (1 - p)^(B-1)]
-  under sum B_i = P * G, B_i in [b_min, b_max], and budgets become whole rows of G (module
-  docstring). update: each row's (features, success fraction, weight G) enters a circular history
-  of `history` rows and the logistic model is refit for `fit_steps` steps.
+  under sum B_i = P * G, B_i in [b_min, b_max]. `variable_groups=True` (default) rolls each
+  candidate out as one group of its budget B_i (padded grid, module docstring); False quantises
+  budgets to whole rows of G. update: each row's (features, success fraction, weight = its number
+  of completions) enters a circular history of `history` rows and the logistic model is refit for
+  `fit_steps` steps.
 
   Paper: "V_0: A Generalist Value Model for Any Policy at State Zero", 2026, arXiv 2602.03584.
   """
@@ -272,6 +287,7 @@ class V0Sampler:
   fit_steps: int = 50
   lr: float = 0.5
   l2: float = 1e-3
+  variable_groups: bool = True
   name: str = "v0"
 
   def __post_init__(self):
@@ -307,25 +323,35 @@ class V0Sampler:
     cand = stream_indices(data_seed, len(pool), data_pos, n_cand)
     x = jnp.asarray(self.features(pool)[cand])
     p = predict_success({"w": state["w"], "b": state["b"]}, x)
-    budgets = np.asarray(_allocate(p, total_budget=total, b_min=self.b_min,
-                                   b_max=min(self.b_max, total)))
-    rows = quantise_rows(budgets, group_size, num_prompts)
-    ids = np.repeat(cand, rows)
+    width = min(self.b_max, total)
+    budgets = np.asarray(_allocate(p, total_budget=total, b_min=self.b_min, b_max=width))
     p_np = np.asarray(p, np.float64)
     util = float(np.sum(np.asarray(core.v0_utility(jnp.asarray(budgets), p))))
-    return RolloutPlan(ids, data_pos + n_cand,
-                       {"v0_pred_mean": float(p_np.mean()), "v0_pred_std": float(p_np.std()),
-                        "v0_expected_utility": util,
-                        "v0_prompts_used": float(np.count_nonzero(rows))})
+    stats = {"v0_pred_mean": float(p_np.mean()), "v0_pred_std": float(p_np.std()),
+             "v0_expected_utility": util}
+    if self.variable_groups:
+      if int(budgets.sum()) != total:  # every candidate at b_max and still short of the batch
+        raise ValueError(f"v0: {n_cand} candidates x b_max={width} cannot fill the batch of "
+                         f"{total} completions; raise v0.candidate_factor or v0.b_max")
+      stats.update(v0_prompts_used=float(n_cand), v0_group_size_max=float(budgets.max()),
+                   v0_group_size_min=float(budgets.min()))
+      return RolloutPlan(np.asarray(cand, np.int64), data_pos + n_cand, stats,
+                         counts=budgets.astype(np.int64), width=width)
+    rows = quantise_rows(budgets, group_size, num_prompts)
+    stats["v0_prompts_used"] = float(np.count_nonzero(rows))
+    return RolloutPlan(np.repeat(cand, rows), data_pos + n_cand, stats)
 
-  def update(self, state, *, prompt_ids, acc, pool):
+  def update(self, state, *, prompt_ids, acc, pool, valid=None):
     x = self.features(pool)[prompt_ids]
-    y = acc.mean(axis=1).astype(np.float32)
+    if valid is None:
+      valid = np.ones(acc.shape, bool)
+    count = valid.sum(axis=1).astype(np.float32)
+    y = (np.where(valid, acc, 0.0).sum(axis=1) / np.maximum(count, 1.0)).astype(np.float32)
     n, h = len(prompt_ids), self.history
     slots = (int(state["hist_ptr"]) + np.arange(n)) % h
     hx = state["hist_x"].at[slots].set(jnp.asarray(x))
     hy = state["hist_y"].at[slots].set(jnp.asarray(y))
-    hw = state["hist_w"].at[slots].set(float(acc.shape[1]))
+    hw = state["hist_w"].at[slots].set(jnp.asarray(count))
     params = fit_value_model({"w": state["w"], "b": state["b"]}, hx, hy, hw,
                              steps=self.fit_steps, lr=self.lr, l2=self.l2)
     return {"w": params["w"], "b": params["b"], "hist_x": hx, "hist_y": hy, "hist_w": hw,

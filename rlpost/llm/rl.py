@@ -299,6 +299,17 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
   return update
 
 
+def completion_flattener(groups: dict[str, Any]) -> Callable[[Any], Any]:
+  """Maps a rollout's `[K, G, ...]` arrays to `[B, ...]` real completions (row-major).
+
+  Fixed groups reshape; variable groups (a padded grid with `groups["valid"]`) drop the padding.
+  """
+  if "valid" not in groups:
+    return lambda a: a.reshape((-1,) + a.shape[2:])
+  sel = np.flatnonzero(np.asarray(groups["valid"]).reshape(-1))
+  return lambda a: a.reshape((-1,) + a.shape[2:])[sel]
+
+
 class RLTrainer:
   """Runs RL steps on a train state: rollout, rewards, advantages, log-probs, update.
 
@@ -361,13 +372,29 @@ class RLTrainer:
 
   # -- rollout ----------------------------------------------------------------------------------
 
-  def _sample_round(self, params, data_pos: int, key, idx=None) -> dict[str, Any]:
+  def _sample_round(self, params, data_pos: int, key, idx=None, counts=None,
+                    width: Optional[int] = None) -> dict[str, Any]:
+    """One generation round: P rows of G completions, or variable groups.
+
+    With `counts` (completions per prompt of `idx`, summing to rl.batch_size) the batch is still
+    one generation call of rl.batch_size completions, laid out on a padded `[len(idx), width]`
+    grid with `valid` marking real slots (padding: pad tokens, zero masks, rewards and logps).
+    """
     cfg = self.cfg
     if idx is None:  # a prompt sampler passes its own rows
       idx = stream_indices(self.data_seed, len(self.pool), data_pos, cfg.num_prompts)
+    if counts is None:
+      counts = np.full((len(idx),), cfg.group_size, np.int64)
+      width = cfg.group_size
+    counts = np.asarray(counts, np.int64)
+    if counts.shape != (len(idx),) or counts.sum() != cfg.batch_size or np.any(counts < 0) or \
+        width is None or counts.max() > width:
+      raise ValueError(f"variable groups need counts ({counts.shape}) >= 0 per prompt summing to "
+                       f"rl.batch_size={cfg.batch_size} (got {int(counts.sum())}) and width "
+                       f"({width}) >= max count")
     records = [self.pool[i] for i in idx]
     prompts = encode_prompts(self.tokenizer, records, max_len=self.prompt_len)
-    rep = [p for p in prompts for _ in range(cfg.group_size)]
+    rep = [p for p, c in zip(prompts, counts) for _ in range(c)]
     toks, mask = left_pad(rep, pad_id=self.pad_id, length=self.prompt_len)
     self.sampler.set_params(params)
     out = self.sampler.generate(toks, mask, max_new_tokens=cfg.max_new_tokens,
@@ -375,7 +402,7 @@ class RLTrainer:
                                 stop_ids=(self.eos_id,), pad_id=self.pad_id, seed=key)
     rt, rm = np.asarray(out.response_tokens), np.asarray(out.response_mask)
     texts = decode_responses(self.tokenizer, rt, rm)
-    recs = [r for r in records for _ in range(cfg.group_size)]
+    recs = [r for r, c in zip(records, counts) for _ in range(c)]
     rewards = np.asarray(self.reward_fn(texts, recs), np.float32)
     if rewards.shape != (cfg.batch_size,) or not np.all(np.isfinite(rewards)):
       from rlpost.llm.tasks import check_rewards_finite  # pylint: disable=g-import-not-at-top
@@ -383,13 +410,23 @@ class RLTrainer:
     acc = np.asarray([accuracy_reward(t, r) for t, r in zip(texts, recs)], np.float32)
     lengths = rm.sum(axis=1)
     has_eos = np.any((rt == self.eos_id) & rm.astype(bool), axis=1)
-    g = cfg.group_size
-    grp = lambda a: a.reshape((cfg.num_prompts, g) + a.shape[1:])
-    return {"tokens": grp(np.asarray(out.tokens)), "attention_mask": grp(
-        np.asarray(out.attention_mask)), "mask": grp(rm), "sampler_logp": grp(
-            np.asarray(out.logp)), "entropy": grp(np.asarray(out.entropy)),
-            "rewards": grp(rewards), "acc": grp(acc), "lengths": grp(lengths),
-            "truncated": grp(~has_eos), "prompt_ids": idx}
+    flat = {"tokens": np.asarray(out.tokens), "attention_mask": np.asarray(out.attention_mask),
+            "mask": rm, "sampler_logp": np.asarray(out.logp), "entropy": np.asarray(out.entropy),
+            "rewards": rewards, "acc": acc, "lengths": lengths, "truncated": ~has_eos}
+    if np.all(counts == width):  # the fixed [P, G] layout
+      grp = lambda a: a.reshape((len(idx), width) + a.shape[1:])
+      return {**{k: grp(v) for k, v in flat.items()}, "prompt_ids": idx}
+    rows = np.repeat(np.arange(len(idx)), counts)
+    cols = np.concatenate([np.arange(c) for c in counts])
+    out_groups = {}
+    for k, v in flat.items():
+      fill = self.pad_id if k == "tokens" else 0
+      grid = np.full((len(idx), width) + v.shape[1:], fill, v.dtype)
+      grid[rows, cols] = v
+      out_groups[k] = grid
+    valid = np.zeros((len(idx), width), bool)
+    valid[rows, cols] = True
+    return {**out_groups, "valid": valid, "prompt_ids": np.asarray(idx)}
 
   def rollout(self, params, data_pos: int, key) -> tuple[dict[str, Any], int, dict[str, float]]:
     """P groups (dynamic sampling refills dropped ones); returns (groups, new data_pos, stats)."""
@@ -436,11 +473,16 @@ class RLTrainer:
     key = step_key(state)
     t0 = time.perf_counter()
     groups, data_pos, stats = self.rollout(state["params"], int(state["data_pos"]), key)
-    flat = lambda a: a.reshape((cfg.batch_size,) + a.shape[2:])
+    flat = completion_flattener(groups)
+    variable = "valid" in groups
+    if variable and "d3s" in self.objective.config.selectors:
+      raise ValueError("the d3s selector reads fixed groups of rl.group_size in the loss; it "
+                       "cannot run on variable group sizes (a V0 prompt sampler)")
     tokens, attn = jnp.asarray(flat(groups["tokens"])), jnp.asarray(flat(groups["attention_mask"]))
     mask = jnp.asarray(flat(groups["mask"]), jnp.float32)
+    grid_len = lambda a: a.reshape((-1,) + a.shape[2:])  # every slot, padding included
     shaped = self.objective.shape_rewards(jnp.asarray(groups["rewards"]),
-                                          jnp.asarray(flat(groups["lengths"])),
+                                          jnp.asarray(grid_len(groups["lengths"])),
                                           max_len=cfg.max_new_tokens)
     t1 = time.perf_counter()
     batch = {"tokens": tokens, "attention_mask": attn, "mask": mask,
@@ -455,12 +497,22 @@ class RLTrainer:
     if old_logp is not None or ref_logp is not None:
       jax.block_until_ready((old_logp, ref_logp))
     t2 = time.perf_counter()
-    extra, extra_out = self._advantage_extras(state, groups, batch)
-    adv, obj_state = self.objective.compute_advantages(
-        shaped, mask, state=state["objective_state"],
-        prompt_ids=jnp.asarray(groups["prompt_ids"]),
-        old_logp=old_logp if old_logp is not None else batch["sampler_logp"], ref_logp=ref_logp,
-        extra=extra)
+    if variable:  # advantages on the padded [K, G_max] grid, then back to the real completions
+      extra_out = {}
+      adv_grid, obj_state = self.objective.compute_advantages(
+          shaped, jnp.asarray(grid_len(groups["mask"]), jnp.float32),
+          state=state["objective_state"], prompt_ids=jnp.asarray(groups["prompt_ids"]),
+          old_logp=jnp.asarray(grid_len(groups["sampler_logp"])),
+          extra={"entropy": jnp.asarray(grid_len(groups["entropy"]))},
+          group_mask=jnp.asarray(groups["valid"]))
+      adv = adv_grid[jnp.asarray(np.flatnonzero(groups["valid"].reshape(-1)))]
+    else:
+      extra, extra_out = self._advantage_extras(state, groups, batch)
+      adv, obj_state = self.objective.compute_advantages(
+          shaped, mask, state=state["objective_state"],
+          prompt_ids=jnp.asarray(groups["prompt_ids"]),
+          old_logp=old_logp if old_logp is not None else batch["sampler_logp"], ref_logp=ref_logp,
+          extra=extra)
     batch["advantages"] = adv
     if cfg.mechanism_metrics:
       extra_out.update(self._mechanism_stats(adv, groups, mask))
@@ -477,12 +529,12 @@ class RLTrainer:
           np.minimum(oblr.snr, 1e30)))
     n_resp = float(np.sum(groups["lengths"]))
     n_all = float(jnp.sum(attn))
-    lengths = groups["lengths"]
-    rewards = np.asarray(shaped)
+    lengths = flat(groups["lengths"])
+    rewards = flat(np.asarray(shaped))
     out = {
         "step": step + 1,
         "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
-        "accuracy": float(groups["acc"].mean()),
+        "accuracy": float(flat(groups["acc"]).mean()),
         "zero_spread_frac": stats["zero_spread_frac"],
         "ds_rounds": stats["ds_rounds"], "ds_filled_frac": stats["ds_filled_frac"],
         "clip_frac_low": float(met.get("clip_frac_low", 0.0)),
@@ -491,7 +543,7 @@ class RLTrainer:
         "kl": float(met.get("kl", 0.0)), "entropy": float(
             np.sum(groups["entropy"]) / max(n_resp, 1.0)),
         "response_len_mean": float(lengths.mean()), "response_len_max": float(lengths.max()),
-        "truncation_rate": float(groups["truncated"].mean()),
+        "truncation_rate": float(flat(groups["truncated"]).mean()),
         "loss": float(met["loss"]), "grad_norm": float(met["grad_norm"]),
         "tis_weight_mean": float(met.get("tis_weight_mean", 1.0)),
         "trainer_sampler_abs_diff_max": float(met["trainer_sampler_abs_diff_max"]),
@@ -546,8 +598,7 @@ class RLTrainer:
   def _mechanism_stats(self, adv: jax.Array, groups: dict[str, Any], mask: jax.Array
                        ) -> dict[str, float]:
     """Rollout-side mechanism metrics of the issue-5 comparison (host numpy, no gradients)."""
-    cfg = self.cfg
-    flat = lambda a: a.reshape((cfg.batch_size,) + a.shape[2:])
+    flat = completion_flattener(groups)
     m = np.asarray(mask).astype(bool)
     a = np.asarray(adv)
     lp = flat(groups["sampler_logp"])

@@ -103,16 +103,23 @@ def _step_diagnostics(groups: Mapping[str, np.ndarray], *, d3s_keep: int | None
                       ) -> dict[str, float]:
   """Mechanism metrics of one rollout: informative groups and Var(A) of the trained rollouts."""
   acc = np.asarray(groups["acc"])
-  adv = core.grpo_advantages(jnp.asarray(groups["rewards"]))
+  valid = groups.get("valid")  # variable group sizes (V0): a padded grid
+  if valid is None:
+    valid = np.ones(acc.shape, bool)
+  valid = np.asarray(valid, bool)
+  adv = core.grpo_advantages(jnp.asarray(groups["rewards"]), valid=jnp.asarray(valid))
   if d3s_keep is not None:
     keep = np.asarray(core.d3s_sample_mask(adv, n_keep=d3s_keep))
   else:
     keep = np.ones(adv.shape, bool)
-  keep = keep & (np.asarray(groups["mask"]).sum(-1) > 0)
+  keep = keep & valid & (np.asarray(groups["mask"]).sum(-1) > 0)
   a = np.asarray(adv)[keep]
-  return {"informative_groups": float(np.sum(acc.max(1) > acc.min(1))),
+  informative = (np.where(valid, acc, -np.inf).max(1) > np.where(valid, acc, np.inf).min(1))
+  return {"informative_groups": float(np.sum(informative)),
+          # comparable across layouts (V0's variable groups): completions in mixed-outcome groups
+          "informative_completion_frac": float(np.sum(valid[informative]) / max(valid.sum(), 1)),
           "var_adv": float(a.var()) if a.size else 0.0,
-          "var_adv_full": float(np.asarray(adv).var())}
+          "var_adv_full": float(np.asarray(adv)[valid].var())}
 
 
 def run_selection(config, workdir: str | os.PathLike, *, progress: bool = True,
@@ -245,6 +252,8 @@ def _run_summary(method, seed, rows, final, start, rl_cfg, hardest, wall) -> dic
       "train_accuracy_mean": float(np.mean([r["accuracy"] for r in rows])),
       "zero_spread_frac_mean": float(np.mean([r["zero_spread_frac"] for r in rows])),
       "informative_groups_per_rollout": float(np.mean([r["informative_groups"] for r in rows])),
+      "informative_completion_frac": float(np.mean([r["informative_completion_frac"]
+                                                    for r in rows])),
       "var_adv_per_step": [r["var_adv"] for r in rows],
       "grad_norm_per_step": [r["grad_norm"] for r in rows],
       "var_adv_mean": float(np.mean([r["var_adv"] for r in rows])),
@@ -256,7 +265,8 @@ def _run_summary(method, seed, rows, final, start, rl_cfg, hardest, wall) -> dic
 
 
 _KEYS = ("final_accuracy_mean", "hardest_level_accuracy", "zero_spread_frac_mean",
-         "informative_groups_per_rollout", "var_adv_mean", "grad_norm_mean", "sample_efficiency",
+         "informative_groups_per_rollout", "informative_completion_frac", "var_adv_mean",
+         "grad_norm_mean", "sample_efficiency",
          "train_accuracy_mean", "rl_wall_s")
 
 
@@ -269,7 +279,7 @@ def _summarise(runs, start, c, hardest, wall, pool_size, eval_sizes) -> dict[str
   mech = {
       "d3s": ("var_adv_mean", "grad_norm_mean"),
       "vade": ("zero_spread_frac_mean", "sample_efficiency"),
-      "v0": ("informative_groups_per_rollout",),
+      "v0": ("informative_groups_per_rollout", "informative_completion_frac"),
       "curriculum": ("hardest_level_accuracy",),
   }
   mechanism = {m: {k: {"method": methods[m][k]["mean"],

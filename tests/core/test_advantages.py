@@ -181,3 +181,62 @@ def test_overlong_penalty_shape():
 def test_wrong_reward_rank_is_named():
   with pytest.raises(ValueError, match=r"\[P, G\]"):
     core.grpo_advantages(jnp.ones(4))
+
+
+# -- variable group sizes: a padded [P, G_max] grid with a valid mask -------------------------------
+
+
+def _padded(groups, width, fill=123.0):
+  """Rows of different lengths -> (padded rewards with a junk fill, valid mask)."""
+  r = np.full((len(groups), width), fill, np.float32)
+  v = np.zeros((len(groups), width), bool)
+  for i, g in enumerate(groups):
+    r[i, :len(g)] = g
+    v[i, :len(g)] = True
+  return jnp.asarray(r), jnp.asarray(v)
+
+
+@pytest.mark.parametrize("jit", JIT)
+@pytest.mark.parametrize("estimator", ["grpo", "dr_grpo", "rloo"])
+def test_masked_groups_equal_each_unpadded_group(estimator, jit):
+  fn = {"grpo": core.grpo_advantages,
+        "dr_grpo": lambda r, **kw: core.grpo_advantages(r, scale_by_std=False, **kw),
+        "rloo": core.rloo_advantages}[estimator]
+  rng = np.random.default_rng(3)
+  groups = [rng.normal(size=n).astype(np.float32) for n in (5, 2, 7, 3)]
+  groups.append(np.asarray([0.0, 1.0, 1.0, 0.0, 1.0], np.float32))
+  r, v = _padded(groups, width=8)
+  out = np.asarray(_maybe_jit(lambda a, b: fn(a, valid=b), jit)(r, v))
+  for i, g in enumerate(groups):
+    ref = np.asarray(fn(jnp.asarray(g)[None]))[0]
+    np.testing.assert_allclose(out[i, :len(g)], ref, rtol=1e-5, atol=1e-6)
+    assert np.all(out[i, len(g):] == 0.0)  # padding carries no advantage, whatever its value
+  # All-valid mask == the fixed-size estimator.
+  full = jnp.asarray(rng.normal(size=(3, 6)), jnp.float32)
+  np.testing.assert_allclose(fn(full, valid=jnp.ones((3, 6), bool)), fn(full), rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_masked_groups_ignore_where_the_padding_sits():
+  rng = np.random.default_rng(4)
+  r = jnp.asarray(rng.normal(size=(2, 6)), jnp.float32)
+  v = jnp.asarray([[1, 0, 1, 1, 0, 1], [0, 1, 1, 0, 0, 0]], bool)
+  out = np.asarray(core.grpo_advantages(r, valid=v))
+  for i in range(2):
+    idx = np.flatnonzero(np.asarray(v[i]))
+    np.testing.assert_allclose(out[i, idx], np.asarray(core.grpo_advantages(r[i:i + 1, idx]))[0],
+                               rtol=1e-5, atol=1e-6)
+    assert np.all(out[i, ~np.asarray(v[i])] == 0.0)
+
+
+def test_masked_groups_degenerate_rows_give_no_nan():
+  # An empty row, a singleton (verl: R / (1 + eps)), a zero-spread row, and huge padding values.
+  r, v = _padded([[], [2.0], [0.5, 0.5, 0.5], [1.0, -1.0]], width=4, fill=np.float32(3e38))
+  for fn in (core.grpo_advantages, core.rloo_advantages,
+             lambda a, **kw: core.grpo_advantages(a, scale_by_std=False, **kw)):
+    out = np.asarray(fn(r, valid=v))
+    assert np.all(np.isfinite(out))
+    assert np.all(out[0] == 0.0) and np.all(out[2] == 0.0)
+    assert out[1, 0] == pytest.approx(2.0, rel=1e-5) and np.all(out[1, 1:] == 0.0)
+  with pytest.raises(ValueError, match="valid must have the rewards' shape"):
+    core.grpo_advantages(r, valid=v[:, :2])

@@ -85,7 +85,7 @@ def test_v0_quantised_rows_and_budget_bounds():
 
 def test_v0_value_model_learns_from_history_and_plans_p_rows(two_level_pool):
   pool = two_level_pool
-  s = ps.V0Sampler(fit_steps=200, lr=1.0)
+  s = ps.V0Sampler(fit_steps=200, lr=1.0, variable_groups=False)  # whole rows of G
   state = s.init_state(pool)
   plan = s.plan(state, key=None, data_pos=0, num_prompts=4, pool=pool, **KW)
   assert plan.prompt_ids.shape == (4,) and plan.data_pos == 8
@@ -146,9 +146,11 @@ def test_sampler_state_round_trips_through_orbax(two_level_pool, tmp_path, name)
   s = ps.make_prompt_sampler(name)
   state = s.init_state(pool)
   plan = s.plan(state, key=jax.random.key(1), data_pos=0, num_prompts=4, pool=pool, **KW)
-  acc = np.random.default_rng(0).integers(0, 2, (4, 4)).astype(np.float32)
+  width = plan.width or 4
+  acc = np.random.default_rng(0).integers(0, 2, (len(plan.prompt_ids), width)).astype(np.float32)
+  kw = {} if plan.counts is None else {"valid": np.arange(width)[None] < plan.counts[:, None]}
   state = s.update(plan.state if plan.state is not None else state, prompt_ids=plan.prompt_ids,
-                   acc=acc, pool=pool)
+                   acc=acc, pool=pool, **kw)
   ck = checkpoint.Checkpointer(tmp_path / "ck")
   ck.save(1, state)
   restored = ck.restore(s.init_state(pool))
@@ -158,6 +160,7 @@ def test_sampler_state_round_trips_through_orbax(two_level_pool, tmp_path, name)
   a = s.plan(state, key=jax.random.key(2), data_pos=8, num_prompts=4, pool=pool, **KW)
   b = s.plan(restored, key=jax.random.key(2), data_pos=8, num_prompts=4, pool=pool, **KW)
   np.testing.assert_array_equal(a.prompt_ids, b.prompt_ids)
+  np.testing.assert_array_equal(np.asarray(a.counts), np.asarray(b.counts))
 
 
 def test_make_prompt_sampler_errors_name_the_key():
@@ -257,7 +260,11 @@ def test_loop_rollout_with_sampler_updates_state(tiny_trainer, name):
   tr.prompt_sampler = ps.make_prompt_sampler(name)
   tr.prompt_sampler_state = before = tr.prompt_sampler.init_state(tr.pool)
   groups, pos, stats = tr.rollout(params, 0, jax.random.key(0))
-  assert groups["acc"].shape == (2, 4) and pos > 0
+  if name == "v0":  # one variable-size group per candidate on a padded grid (4 x min(128, 8))
+    assert groups["acc"].shape == (4, 8) and groups["valid"].sum() == 8
+  else:
+    assert groups["acc"].shape == (2, 4)
+  assert pos > 0
   assert all(np.isfinite(v) for v in stats.values())
   changed = any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
                 zip(jax.tree.leaves(before), jax.tree.leaves(tr.prompt_sampler_state)))
