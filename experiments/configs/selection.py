@@ -43,7 +43,10 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
       train_per_level=500, eval_per_level=100,
       d3s_sample_keep=2, d3s_token_keep_frac=0.5,
       vade=dict(alpha0=1.0, beta0=1.0, rho_glob=0.99, rho_loc=0.9, thompson=True),
-      v0=dict(candidate_factor=2, b_min=2, b_max=128, history=512, fit_steps=50, lr=0.5, l2=1e-3),
+      # candidate_factor 1: the 8 prompts share 32 completions, so budgets vary in [2, 18]
+      # (factor 2 would give 16 candidates x b_min 2 = the whole batch: every group of 2).
+      v0=dict(candidate_factor=1, b_min=2, b_max=128, history=512, fit_steps=50, lr=0.5, l2=1e-3,
+              variable_groups=True),
       curriculum=dict(focus=0.5, momentum=0.9, promote_at=0.25, min_visits=64)))
   c.eval.update(size=8, batch_size=100)
   if arg == "smoke":
