@@ -23,7 +23,8 @@ def _train_llm_config(arg: str) -> ml_collections.ConfigDict:
   spec = importlib.util.spec_from_file_location("train_llm_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg)
+  # "default" here is the rows-only start (rlpost/assets/sft), not the main job's mixed start.
+  return module.get_config("rows" if arg == "default" else arg)
 
 
 def get_config(arg: str = "default") -> ml_collections.ConfigDict:

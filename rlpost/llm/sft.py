@@ -51,7 +51,7 @@ def make_sft_batch(tokenizer, records: Sequence[Any], *, prompt_len: int, respon
                        f"{prompt_len}")
     if len(t) > response_len:
       raise ValueError(f"target of record {r.pid!r} has {len(t)} tokens > response_len="
-                       f"{response_len} (max_new_tokens)")
+                       f"{response_len} (config.sft.response_len, 0 = rl.max_new_tokens)")
     tokens[i, prompt_len - len(p):prompt_len] = p
     tokens[i, prompt_len:prompt_len + len(t)] = t
     attn[i, prompt_len - len(p):prompt_len + len(t)] = 1

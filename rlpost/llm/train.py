@@ -346,6 +346,13 @@ def build(config) -> dict[str, Any]:
     raise ValueError(f"config.rl.max_new_tokens={rl_config.max_new_tokens} + prompt_len="
                      f"{prompt_len} exceeds the model context max_position_embeddings="
                      f"{model_config.max_position_embeddings}")
+  # SFT (warm start and control) may train on longer targets than RL generates.
+  sft_response_len = _positive_int(c.sft.get("response_len", 0), "sft.response_len",
+                                   allow_zero=True) or rl_config.max_new_tokens
+  if prompt_len + sft_response_len > model_config.max_position_embeddings:
+    raise ValueError(f"config.sft.response_len={sft_response_len} + prompt_len={prompt_len} "
+                     f"exceeds the model context max_position_embeddings="
+                     f"{model_config.max_position_embeddings}")
   t = c.task
   families = tuple(t.families)
   pool = tasks.generate_dataset(_positive_int(t.train_size, "task.train_size"), seed=t.seed,
@@ -354,13 +361,20 @@ def build(config) -> dict[str, Any]:
                                     families=families, style=t.style,
                                     unique=c.eval.split != "train")
   encode_prompts(tokenizer, eval_set, max_len=prompt_len)  # fails early when a prompt is too long
+  if int(c.sft.steps) > 0 or bool(c.get("control", False)):  # SFT targets must fit: fail now,
+    from rlpost.llm.tasks import encode_example  # pylint: disable=g-import-not-at-top
+    for r in pool:  # not after the RL phase
+      if len(encode_example(tokenizer, r)[1]) > sft_response_len:
+        raise ValueError(f"target of record {r.pid!r} has {len(encode_example(tokenizer, r)[1])} "
+                         f"tokens > config.sft.response_len={sft_response_len} (0 = "
+                         f"rl.max_new_tokens); raise sft.response_len")
   if model is None:
     model = init_model(model_config, seed=c.seed)
   graphdef, params = nnx.split(model)
   reward_fn = tasks.make_reward_fn(format_weight=c.rl.format_weight)
   return dict(tokenizer=tokenizer, model_config=model_config, graphdef=graphdef, params=params,
               objective=objective, rl_config=rl_config, pool=pool, eval_set=eval_set,
-              reward_fn=reward_fn)
+              reward_fn=reward_fn, sft_response_len=sft_response_len)
 
 
 def _sft_loop(s: dict[str, Any], state: TrainState, step_fn, *, stop_step: int, data_seed: int,
@@ -377,7 +391,7 @@ def _sft_loop(s: dict[str, Any], state: TrainState, step_fn, *, stop_step: int, 
     t0 = time.perf_counter()
     idx = stream_indices(data_seed, len(pool), int(state["data_pos"]), cfg.sft.batch_size)
     batch = make_sft_batch(tok, [pool[i] for i in idx], prompt_len=cfg.prompt_len,
-                           response_len=s["rl_config"].max_new_tokens)
+                           response_len=s["sft_response_len"])
     state, met = step_fn(state, batch)
     met = to_floats(met)
     step = int(state["step"])

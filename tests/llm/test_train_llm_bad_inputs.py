@@ -84,6 +84,11 @@ CONFIG_CASES = [
     ("prompt bucket too small", {"prompt_len": 16}, ValueError, "prompt_len=16"),
     ("prompt_len not a bucket", {"prompt_len": 72}, ValueError, "prompt_len=72"),
     ("tokenizer dir missing", {"tokenizer_dir": "/nonexistent/tok"}, ValueError, "does not exist"),
+    # verbose SFT targets (up to 43 tokens) do not fit the 32-token default: fail before training
+    ("sft target too long", {"task.style": "rows+verbose"}, ValueError,
+     "config.sft.response_len=32"),
+    ("sft response_len > context", {"sft.response_len": 80}, ValueError, "sft.response_len=80"),
+    ("negative sft response_len", {"sft.response_len": -1}, ValueError, "sft.response_len"),
 ]
 
 
