@@ -26,6 +26,12 @@ One iteration (`RLTrainer.step`):
 The update is one jitted function that donates the train state. Micro-batches never split a
 group (a clear error otherwise) so group-level quantities stay inside one micro-batch.
 
+Variable group sizes (a prompt sampler whose plan sets `counts`, e.g. V0 budgets): the rollout is
+a padded `[K, G_max]` grid with `groups["valid"]`; advantages use the registry's `group_mask`
+path (padding gets 0), and the update receives only the rl.batch_size real completions, so its
+compiled shape is unchanged. Groups may then straddle micro-batches, which is exact for every
+loss term except the d3s selector (it refuses variable groups).
+
 Deviations: no per-epoch shuffling of mini-batches (a fixed order keeps resumes exact); the
 truncation rate counts responses that hit `max_new_tokens` without <eos>.
 """
