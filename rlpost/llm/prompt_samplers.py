@@ -75,7 +75,7 @@ class PromptSampler(Protocol):
     plan sets `counts` also gets `valid=[P, width]`, the real slots of the padded grid)."""
 
 
-def _informative(acc: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
+def informative_rows(acc: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
   """Rows with mixed outcomes (over the valid slots when given)."""
   if valid is None:
     return acc.max(axis=1) > acc.min(axis=1)
@@ -104,7 +104,7 @@ def sampled_rollout(trainer, params, data_pos: int, key) -> tuple[dict[str, Any]
   kw = {} if plan.counts is None else {"valid": valid}
   trainer.prompt_sampler_state = sampler.update(planned, prompt_ids=ids, acc=groups["acc"],
                                                 pool=trainer.pool, **kw)
-  inf = _informative(groups["acc"], valid)
+  inf = informative_rows(groups["acc"], valid)
   used = np.ones(len(ids), bool) if valid is None else valid.any(axis=1)
   stats = {"zero_spread_frac": float(np.mean(~inf[used])), "ds_rounds": 0.0,
            "ds_filled_frac": 0.0, "informative_groups": float(inf.sum()), **plan.stats}

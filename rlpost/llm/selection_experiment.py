@@ -114,7 +114,7 @@ def _step_diagnostics(groups: Mapping[str, np.ndarray], *, d3s_keep: int | None
     keep = np.ones(adv.shape, bool)
   keep = keep & valid & (np.asarray(groups["mask"]).sum(-1) > 0)
   a = np.asarray(adv)[keep]
-  informative = (np.where(valid, acc, -np.inf).max(1) > np.where(valid, acc, np.inf).min(1))
+  informative = prompt_samplers.informative_rows(acc, valid)
   return {"informative_groups": float(np.sum(informative)),
           # comparable across layouts (V0's variable groups): completions in mixed-outcome groups
           "informative_completion_frac": float(np.sum(valid[informative]) / max(valid.sum(), 1)),
