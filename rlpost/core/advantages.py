@@ -85,7 +85,8 @@ def _masked_group_centred(r: Array, v: Array, n: Array) -> Array:
   big = jnp.float32(3e38)
   spread = (jnp.max(jnp.where(v, r, -big), axis=1, keepdims=True) >
             jnp.min(jnp.where(v, r, big), axis=1, keepdims=True))
-  mean = jnp.sum(jnp.where(v, r, 0.0), axis=1, keepdims=True) / jnp.maximum(n, 1.0)
+  del n  # the row counts are implied by v
+  mean = aggregation.masked_mean(r, v, axis=1)[:, None]
   return jnp.where(spread & v, r - mean, 0.0)
 
 

@@ -364,10 +364,11 @@ def build(config) -> dict[str, Any]:
   if int(c.sft.steps) > 0 or bool(c.get("control", False)):  # SFT targets must fit: fail now,
     from rlpost.llm.tasks import encode_example  # pylint: disable=g-import-not-at-top
     for r in pool:  # not after the RL phase
-      if len(encode_example(tokenizer, r)[1]) > sft_response_len:
-        raise ValueError(f"target of record {r.pid!r} has {len(encode_example(tokenizer, r)[1])} "
-                         f"tokens > config.sft.response_len={sft_response_len} (0 = "
-                         f"rl.max_new_tokens); raise sft.response_len")
+      n_target = len(encode_example(tokenizer, r)[1])
+      if n_target > sft_response_len:
+        raise ValueError(f"target of record {r.pid!r} has {n_target} tokens > "
+                         f"config.sft.response_len={sft_response_len} (0 = rl.max_new_tokens); "
+                         f"raise sft.response_len")
   if model is None:
     model = init_model(model_config, seed=c.seed)
   graphdef, params = nnx.split(model)

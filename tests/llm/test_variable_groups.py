@@ -88,10 +88,10 @@ def test_v0_variable_plan_gives_one_group_per_candidate(pool):
   acc = np.zeros((8, 32), np.float32)
   valid = np.arange(32)[None] < plan.counts[:, None]
   acc[0, :plan.counts[0]] = 1.0
-  acc[0, plan.counts[0]:] = 0.0
+  acc[1, plan.counts[1]:] = 1.0  # padding of row 1 (real outcomes all 0): must not count
   st = s.update(state, prompt_ids=plan.prompt_ids, acc=acc, pool=pool, valid=valid)
   np.testing.assert_allclose(np.asarray(st["hist_w"][:8]), plan.counts)
-  assert float(st["hist_y"][0]) == 1.0
+  assert float(st["hist_y"][0]) == 1.0 and float(st["hist_y"][1]) == 0.0
   with pytest.raises(ValueError, match="cannot fill the batch"):
     ps.V0Sampler(candidate_factor=1, b_max=4).plan(
         state, key=None, data_pos=0, num_prompts=4, group_size=8, data_seed=0, pool=pool)
