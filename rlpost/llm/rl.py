@@ -52,6 +52,7 @@ from rlpost import core
 from rlpost import objectives
 from rlpost.llm.model import chunked_logp_entropy
 from rlpost.llm.model import hidden_states
+from rlpost.llm.model import shared_prompt_hidden
 from rlpost.llm import rl_extras
 from rlpost.llm.sampler import Sampler
 from rlpost.llm.sampler import left_pad
@@ -95,6 +96,10 @@ class RLConfig:
   # Planned number of RL steps; objectives whose selector follows training progress (d3s with
   # schedule=True) read progress = step / total_steps from it (None: such objectives refuse).
   total_steps: Optional[int] = None
+  # Run each prompt once per group in the prefill, the log-prob passes and the update
+  # (`model.shared_prompt_hidden`); the G completions reuse its keys and values. Exact up to
+  # float rounding; False runs every completion's full sequence (variable groups always do).
+  shared_prompt: bool = True
 
   def __post_init__(self):
     for name in ("batch_size", "group_size", "micro_batch_size", "num_minibatches", "ppo_epochs",
@@ -169,10 +174,35 @@ def response_logp_entropy(model, tokens: jax.Array, attention_mask: jax.Array,
   response is padding.
   """
   hidden = hidden_states(model, tokens, attention_mask)[:, prompt_len - 1:-1]
-  logp, ent = chunked_logp_entropy(model.head_weight(), hidden, tokens[:, prompt_len:],
+  return _masked_logp_entropy(model, hidden, tokens[:, prompt_len:], attention_mask[:, prompt_len:])
+
+
+def shared_response_logp_entropy(model, prompt_tokens: jax.Array, prompt_mask: jax.Array,
+                                 response_tokens: jax.Array, response_mask: jax.Array,
+                                 group_size: int) -> tuple[jax.Array, jax.Array]:
+  """`response_logp_entropy` of B = U * group_size completions of U prompts [U, P], running each
+  prompt once (`model.shared_prompt_hidden`). Row r continues prompt r // group_size."""
+  hidden = shared_prompt_hidden(model, prompt_tokens, prompt_mask, response_tokens, response_mask,
+                                group_size)
+  return _masked_logp_entropy(model, hidden, response_tokens, response_mask)
+
+
+def _masked_logp_entropy(model, hidden, targets, response_mask):
+  logp, ent = chunked_logp_entropy(model.head_weight(), hidden, targets,
                                    dtype=model.config.jnp_dtype)
-  valid = attention_mask[:, prompt_len:].astype(jnp.float32)
+  valid = response_mask.astype(jnp.float32)
   return logp * valid, ent * valid
+
+
+def _response_hidden(model, mb: dict[str, jax.Array], prompt_len: int, group_size: int):
+  """(hidden [B, R, H] predicting each response token, targets [B, R], response mask [B, R]) of
+  a micro-batch in either layout: shared prompts or full sequences."""
+  if "prompt_tokens" in mb:
+    hidden = shared_prompt_hidden(model, mb["prompt_tokens"], mb["prompt_mask"],
+                                  mb["response_tokens"], mb["response_mask"], group_size)
+    return hidden, mb["response_tokens"], mb["response_mask"]
+  hidden = hidden_states(model, mb["tokens"], mb["attention_mask"])[:, prompt_len - 1:-1]
+  return hidden, mb["tokens"][:, prompt_len:], mb["attention_mask"][:, prompt_len:]
 
 
 def _combine(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -193,7 +223,9 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
   """Jitted `update(state, batch, data_pos, objective_state) -> (state, metrics)`, state donated.
 
   batch holds [B, ...] arrays: tokens, attention_mask (full [B, P + R]), mask, advantages,
-  sampler_logp (response grid [B, R]) and, when needed, old_logp and ref_logp. Objectives whose
+  sampler_logp (response grid [B, R]) and, when needed, old_logp and ref_logp. In the shared-prompt
+  layout tokens / attention_mask are replaced by prompt_tokens / prompt_mask ([B / G, P], one row
+  per group) and response_tokens / response_mask ([B, R]). Objectives whose
   selector reads training progress also get batch["progress"] = state step / rl.total_steps
   (computed in the compiled step, so it does not retrace).
   """
@@ -214,15 +246,8 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
 
   def loss_fn(params, mb, rng, head_adam=None, progress=None):
     model = nnx.merge(graphdef, params)
-    if use_capo:
-      hidden = hidden_states(model, mb["tokens"], mb["attention_mask"])[:, prompt_len - 1:-1]
-      targets = mb["tokens"][:, prompt_len:]
-      logp, ent = chunked_logp_entropy(model.head_weight(), hidden, targets,
-                                       dtype=model.config.jnp_dtype)
-      valid = mb["attention_mask"][:, prompt_len:].astype(jnp.float32)
-      logp, ent = logp * valid, ent * valid
-    else:
-      logp, ent = response_logp_entropy(model, mb["tokens"], mb["attention_mask"], prompt_len)
+    hidden, targets, resp_mask = _response_hidden(model, mb, prompt_len, cfg.group_size)
+    logp, ent = _masked_logp_entropy(model, hidden, targets, resp_mask)
     old = jax.lax.stop_gradient(logp) if cfg.on_policy else mb["old_logp"]
     batch = {"logp": logp, "old_logp": old, "advantages": mb["advantages"], "mask": mb["mask"],
              "entropy": ent, "sampler_logp": mb["sampler_logp"]}
@@ -288,11 +313,15 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
     if use_progress:
       progress = jnp.clip(state["step"].astype(jnp.float32) / cfg.total_steps, 0.0, 1.0)
     all_mets = []
+    def rows(key, size):  # prompt-level arrays hold one row per group
+      return size // cfg.group_size if key.startswith("prompt_") else size
+
     for epoch in range(cfg.ppo_epochs):
       for k in range(cfg.num_minibatches):
-        sl = lambda a: a[k * mini:(k + 1) * mini].reshape((n_micro, cfg.micro_batch_size)
-                                                          + a.shape[1:])
-        mbatch = jax.tree.map(sl, batch)
+        mbatch = {}
+        for key, a in batch.items():
+          n, m = rows(key, mini), rows(key, cfg.micro_batch_size)
+          mbatch[key] = a[k * n:(k + 1) * n].reshape((n_micro, m) + a.shape[1:])
         params, opt_state, met = minibatch_update(
             params, opt_state, mbatch, jax.random.fold_in(rng, epoch * cfg.num_minibatches + k),
             progress)
@@ -303,6 +332,23 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
     return new_state, metrics
 
   return update
+
+
+def _over_micro_batches(fn: Callable[..., jax.Array], micro_batch_size: int):
+  """fn(params, *arrays) -> [B, ...] evaluated on consecutive slices of `micro_batch_size`
+  completions (`lax.map`); arrays with fewer rows (one per group) are sliced in proportion. One
+  slice when the batch does not split evenly."""
+
+  def run(params, *arrays):
+    b = arrays[-1].shape[0]
+    n = b // micro_batch_size if b % micro_batch_size == 0 else 1
+    if n == 1 or any(a.shape[0] % n for a in arrays):
+      return fn(params, *arrays)
+    split = [a.reshape((n, a.shape[0] // n) + a.shape[1:]) for a in arrays]
+    out = jax.lax.map(lambda xs: fn(params, *xs), split)
+    return out.reshape((b,) + out.shape[2:])
+
+  return run
 
 
 def completion_flattener(groups: dict[str, Any]) -> Callable[[Any], Any]:
@@ -364,11 +410,18 @@ class RLTrainer:
     self.update = make_update_step(graphdef, optimizer, objective, rl_config,
                                    prompt_len=prompt_len)
 
-    @jax.jit
     def logprob_fn(p, tokens, attention_mask):
       return response_logp_entropy(nnx.merge(graphdef, p), tokens, attention_mask, prompt_len)[0]
 
-    self.logprob_fn = logprob_fn
+    def shared_logprob_fn(p, prompt_tokens, prompt_mask, response_tokens, response_mask):
+      return shared_response_logp_entropy(nnx.merge(graphdef, p), prompt_tokens, prompt_mask,
+                                          response_tokens, response_mask, rl_config.group_size)[0]
+
+    # Old / ref log-probs run over the update's micro-batches: bounded activation memory, and the
+    # same shapes as the loss's forward pass (with ref == policy the KL term is then exactly 0).
+    self.logprob_fn = jax.jit(_over_micro_batches(logprob_fn, rl_config.micro_batch_size))
+    self.shared_logprob_fn = jax.jit(_over_micro_batches(shared_logprob_fn,
+                                                         rl_config.micro_batch_size))
     self.dynamic_sampling = "dynamic_sampling" in ocfg.selectors
     self.prompt_sampler = prompt_sampler
     self.prompt_sampler_state = None if prompt_sampler is None else prompt_sampler.init_state(pool)
@@ -400,12 +453,18 @@ class RLTrainer:
                        f"({width}) >= max count")
     records = [self.pool[i] for i in idx]
     prompts = encode_prompts(self.tokenizer, records, max_len=self.prompt_len)
-    rep = [p for p, c in zip(prompts, counts) for _ in range(c)]
-    toks, mask = left_pad(rep, pad_id=self.pad_id, length=self.prompt_len)
+    if cfg.shared_prompt and np.all(counts == width):  # one prefill per prompt
+      toks, mask = left_pad(prompts, pad_id=self.pad_id, length=self.prompt_len)
+      expand = int(width)
+    else:
+      rep = [p for p, c in zip(prompts, counts) for _ in range(c)]
+      toks, mask = left_pad(rep, pad_id=self.pad_id, length=self.prompt_len)
+      expand = None
     self.sampler.set_params(params)
     out = self.sampler.generate(toks, mask, max_new_tokens=cfg.max_new_tokens,
                                 temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                                stop_ids=(self.eos_id,), pad_id=self.pad_id, seed=key)
+                                stop_ids=(self.eos_id,), pad_id=self.pad_id, seed=key,
+                                expand=expand)
     rt, rm = np.asarray(out.response_tokens), np.asarray(out.response_mask)
     texts = decode_responses(self.tokenizer, rt, rm)
     recs = [r for r, c in zip(records, counts) for _ in range(c)]
@@ -491,14 +550,22 @@ class RLTrainer:
                                           jnp.asarray(grid_len(groups["lengths"])),
                                           max_len=cfg.max_new_tokens)
     t1 = time.perf_counter()
-    batch = {"tokens": tokens, "attention_mask": attn, "mask": mask,
-             "sampler_logp": jnp.asarray(flat(groups["sampler_logp"]))}
+    batch = {"mask": mask, "sampler_logp": jnp.asarray(flat(groups["sampler_logp"]))}
+    if cfg.shared_prompt and not variable:  # one prompt row per group (identical within a group)
+      lp = self.prompt_len
+      seqs = (jnp.asarray(groups["tokens"][:, 0, :lp]),
+              jnp.asarray(groups["attention_mask"][:, 0, :lp]), tokens[:, lp:], attn[:, lp:])
+      batch.update(zip(("prompt_tokens", "prompt_mask", "response_tokens", "response_mask"), seqs))
+      logprob_fn = lambda p: self.shared_logprob_fn(p, *seqs)
+    else:
+      batch.update(tokens=tokens, attention_mask=attn)
+      logprob_fn = lambda p: self.logprob_fn(p, tokens, attn)
     old_logp = ref_logp = None
     if not cfg.on_policy:
-      old_logp = self.logprob_fn(state["params"], tokens, attn)
+      old_logp = logprob_fn(state["params"])
       batch["old_logp"] = old_logp
     if self.use_kl:
-      ref_logp = self.logprob_fn(self.ref_params, tokens, attn)
+      ref_logp = logprob_fn(self.ref_params)
       batch["ref_logp"] = ref_logp
     if old_logp is not None or ref_logp is not None:
       jax.block_until_ready((old_logp, ref_logp))
@@ -513,7 +580,7 @@ class RLTrainer:
           group_mask=jnp.asarray(groups["valid"]))
       adv = adv_grid[jnp.asarray(np.flatnonzero(groups["valid"].reshape(-1)))]
     else:
-      extra, extra_out = self._advantage_extras(state, groups, batch)
+      extra, extra_out = self._advantage_extras(state, groups, tokens, attn, mask)
       adv, obj_state = self.objective.compute_advantages(
           shaped, mask, state=state["objective_state"],
           prompt_ids=jnp.asarray(groups["prompt_ids"]),
@@ -564,7 +631,8 @@ class RLTrainer:
 
   # -- issue-5 extras ---------------------------------------------------------------------------
 
-  def _advantage_extras(self, state: TrainState, groups: dict[str, Any], batch: dict[str, Any]
+  def _advantage_extras(self, state: TrainState, groups: dict[str, Any], tokens: jax.Array,
+                        attn: jax.Array, mask: jax.Array
                         ) -> tuple[dict[str, jax.Array], dict[str, float]]:
     """`extra` for `compute_advantages` (entropy plus what the objective's estimator reads), and
     scalar metrics about it. Stateless helpers live in rlpost.llm.rl_extras."""
@@ -572,7 +640,6 @@ class RLTrainer:
     flat = lambda a: a.reshape((cfg.batch_size,) + a.shape[2:])
     extra = {"entropy": jnp.asarray(flat(groups["entropy"]))}
     out: dict[str, float] = {}
-    tokens, attn, mask = batch["tokens"], batch["attention_mask"], batch["mask"]
     fns = self.__dict__.setdefault("_extra_fns", {})
     if ocfg.advantage == "dist_po":  # double IS: old policy at logits / T and at T = 1
       if "tempered" not in fns:

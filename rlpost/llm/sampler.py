@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rlpost.llm.model import Decoder, positions_from_mask
+from rlpost.llm.model import Decoder, expand_rows, init_cache, positions_from_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,19 +157,11 @@ def sample_step(logits: jax.Array, key: jax.Array, *, temperature: float | jax.A
   return token, pick(logq_all, token), pick(logp_t1_all, token), entropy
 
 
-def init_cache(config, batch: int, length: int, dtype=None) -> list[tuple[jax.Array, jax.Array]]:
-  """Zeroed per-layer (k, v) buffers [B, S, KV, D]."""
-  shape = (batch, length, config.num_key_value_heads, config.resolved_head_dim)
-  dtype = dtype or config.jnp_dtype
-  return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
-          for _ in range(config.num_hidden_layers)]
-
-
 @functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
 def _prefill(graphdef, params, cache, prompt, prompt_mask):
   model = nnx.merge(graphdef, params)
   p = prompt.shape[1]
-  s = cache[0][0].shape[1]
+  s = cache[0][1].shape[2]
   key_mask = jnp.concatenate(
       [prompt_mask.astype(bool), jnp.zeros((prompt.shape[0], s - p), bool)], axis=1)
   causal = jnp.arange(s)[None, :] <= jnp.arange(p)[:, None]  # [P, S]
@@ -179,13 +171,42 @@ def _prefill(graphdef, params, cache, prompt, prompt_mask):
   return cache, model.hidden_to_logits(hidden[:, -1]), positions[:, -1] + 1
 
 
+def _prefill_shared_impl(graphdef, params, cache, prompt, prompt_mask, expand):
+  """Prefill of U distinct prompts, copied to the B = len(cache) rows that continue them.
+
+  `expand` is a static int G (row r continues prompt r // G) or an int array [B] of prompt rows.
+  Each prompt is run once on a prompt-only cache; its keys/values, last logits and next position
+  are then copied to its rows and written into the donated [B, S] cache.
+  """
+  model = nnx.merge(graphdef, params)
+  u, p = prompt.shape
+  small = init_cache(model.config, u, p, cache[0][0].dtype)
+  causal = jnp.tril(jnp.ones((p, p), bool))
+  positions = positions_from_mask(prompt_mask)
+  hidden, small = model(prompt, positions, causal[None] & prompt_mask.astype(bool)[:, None, :],
+                        cache=small, cache_index=0)
+  start = (0, 0, 0, 0)
+  cache = [(jax.lax.dynamic_update_slice(ck, expand_rows(sk, expand), start),
+            jax.lax.dynamic_update_slice(cv, expand_rows(sv, expand), start))
+           for (ck, cv), (sk, sv) in zip(cache, small)]
+  logits = expand_rows(model.hidden_to_logits(hidden[:, -1]), expand)
+  return cache, logits, expand_rows(positions[:, -1] + 1, expand)
+
+
+# expand as a static int G (a broadcast) or as a traced [B] index array (a gather).
+_prefill_shared = jax.jit(_prefill_shared_impl, static_argnames=("graphdef", "expand"),
+                          donate_argnames=("cache",))
+_prefill_shared_rows = jax.jit(_prefill_shared_impl, static_argnames=("graphdef",),
+                               donate_argnames=("cache",))
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "greedy", "top_k", "use_top_p", "pad_id"),
                    donate_argnames=("cache",))
 def _decode(graphdef, params, cache, logits, next_pos, prompt_mask, rng, max_new_tokens,
             temperature, top_p, stop_ids, *, greedy, top_k, use_top_p, pad_id):
   model = nnx.merge(graphdef, params)
   b, p = prompt_mask.shape
-  r = cache[0][0].shape[1] - p
+  r = cache[0][1].shape[2] - p
   prompt_keys = prompt_mask.astype(bool)
 
   def cond(state):
@@ -221,7 +242,9 @@ def _decode(graphdef, params, cache, logits, next_pos, prompt_mask, rng, max_new
 
 def compile_counts() -> dict[str, int]:
   """Number of compiled executables held by the prefill and decode jits (for recompile tests)."""
-  return {"prefill": _prefill._cache_size(), "decode": _decode._cache_size()}  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  return {"prefill": _prefill._cache_size(), "decode": _decode._cache_size(),
+          "prefill_shared": _prefill_shared._cache_size() + _prefill_shared_rows._cache_size()}
 
 
 class Sampler:
@@ -249,8 +272,14 @@ class Sampler:
   def generate(self, prompt_tokens: Any, prompt_mask: Any, *, max_new_tokens: int,
                temperature: float = 1.0, top_k: Optional[int] = None,
                top_p: Optional[float] = None, stop_ids: Sequence[int] = (), pad_id: int = 0,
-               seed: int | jax.Array = 0) -> SampleOutput:
-    """Samples up to `max_new_tokens` per row; rows stop after emitting a stop id (kept)."""
+               seed: int | jax.Array = 0, expand: Optional[int | Sequence[int]] = None
+               ) -> SampleOutput:
+    """Samples up to `max_new_tokens` per row; rows stop after emitting a stop id (kept).
+
+    `expand` samples several completions per prompt with one prefill per distinct prompt: an int
+    G gives G consecutive rows per prompt (B = U * G), an index sequence [B] gives row r the
+    prompt `expand[r]`. The outputs then have B rows; without it, one row per prompt.
+    """
     sampling = SamplingParams(temperature=float(temperature), top_k=top_k, top_p=top_p,
                               stop_ids=tuple(int(s) for s in stop_ids), pad_id=int(pad_id))
     prompt_tokens = np.asarray(prompt_tokens, np.int32)
@@ -267,7 +296,20 @@ class Sampler:
     if int(lengths.max()) + max_new_tokens > limit:
       raise ValueError(f"prompt length {int(lengths.max())} + max_new_tokens {max_new_tokens} "
                        f"exceeds max_position_embeddings {limit}")
-    b, p = prompt_tokens.shape
+    u, p = prompt_tokens.shape
+    if expand is None:
+      b = u
+    elif isinstance(expand, (int, np.integer)) and not isinstance(expand, bool):
+      if expand < 1:
+        raise ValueError(f"expand must be >= 1 completions per prompt, got {expand}")
+      expand, b = int(expand), u * int(expand)
+    else:
+      expand = np.asarray(expand)
+      if expand.ndim != 1 or expand.size == 0 or not np.issubdtype(expand.dtype, np.integer) or \
+          expand.min() < 0 or expand.max() >= u:
+        raise ValueError(f"expand must be an int or a non-empty 1-D index array into the {u} "
+                         f"prompts, got {expand!r}")
+      b = int(expand.size)
     pb = bucket_size(p, minimum=self.min_prompt_bucket)
     rb = bucket_size(max_new_tokens, minimum=self.min_response_bucket)
     if pb > p:  # more left padding
@@ -278,7 +320,18 @@ class Sampler:
       cache = init_cache(self.config, b, pb + rb)
     rng = seed if isinstance(seed, jax.Array) else jax.random.key(seed)
     tokens, mask = jnp.asarray(prompt_tokens), jnp.asarray(prompt_mask)
-    cache, logits, next_pos = _prefill(self.graphdef, self.params, cache, tokens, mask)
+    if expand is None:
+      cache, logits, next_pos = _prefill(self.graphdef, self.params, cache, tokens, mask)
+    else:
+      static = isinstance(expand, int)
+      rows = expand if static else jnp.asarray(expand, jnp.int32)
+      if static:
+        cache, logits, next_pos = _prefill_shared(self.graphdef, self.params, cache, tokens, mask,
+                                                  expand=rows)
+      else:
+        cache, logits, next_pos = _prefill_shared_rows(self.graphdef, self.params, cache, tokens,
+                                                       mask, rows)
+      tokens, mask = expand_rows(tokens, rows), expand_rows(mask, rows)
     cache, toks, rmask, logp, logp_t1, ent = _decode(
         self.graphdef, self.params, cache, logits, next_pos, mask, rng,
         jnp.int32(max_new_tokens), jnp.float32(max(sampling.temperature, 1e-6)),

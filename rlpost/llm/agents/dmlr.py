@@ -51,6 +51,7 @@ import numpy as np
 from flax import nnx
 
 from rlpost.llm.model import Decoder
+from rlpost.llm.model import init_cache
 from rlpost.llm.model import positions_from_mask
 
 ANSWER_SUFFIX = "\nAnswer:"
@@ -234,9 +235,7 @@ def greedy_decode(model: Decoder, embeds: jax.Array, mask: jax.Array, *, max_new
   """
   b, length = mask.shape
   cfg = model.config
-  shape = (b, length + max_new_tokens, cfg.num_key_value_heads, cfg.resolved_head_dim)
-  cache = [(jnp.zeros(shape, cfg.jnp_dtype), jnp.zeros(shape, cfg.jnp_dtype))
-           for _ in range(cfg.num_hidden_layers)]
+  cache = init_cache(cfg, b, length + max_new_tokens)
   s = length + max_new_tokens
   m = mask.astype(bool)
   keys = jnp.concatenate([m, jnp.zeros((b, max_new_tokens), bool)], axis=1)
