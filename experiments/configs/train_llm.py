@@ -75,7 +75,9 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
       steps=60, batch_size=64, group_size=8, micro_batch_size=64, num_minibatches=1,
       ppo_epochs=1, max_new_tokens=32, temperature=1.0, top_k=0, top_p=1.0,
       max_resample_rounds=4, format_weight=0.0, learning_rate=1e-4, warmup_steps=0,
-      weight_decay=0.0, max_grad_norm=1.0, eval_every=0))
+      weight_decay=0.0, max_grad_norm=1.0, eval_every=0,
+      # Run each prompt once per group (rlpost.llm.rl.RLConfig.shared_prompt); exact up to rounding.
+      shared_prompt=True))
   c.eval = ml_collections.ConfigDict(dict(split="test", size=500, batch_size=250))
   if arg == "default":
     c.task.style = MIXED_STYLE
