@@ -76,9 +76,9 @@ def test_shared_logp_and_gradient_equal_the_full_path(model):
       lp, _ = rl.response_logp_entropy(m, full_t, full_m, P)
     return jnp.sum(lp * weights), lp
 
-  (l_s, lp_s), g_s = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)(
-      params, True)
-  (l_f, lp_f), g_f = jax.value_and_grad(loss, has_aux=True)(params, False)
+  grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+  (l_s, lp_s), g_s = grad_fn(params, True)
+  (l_f, lp_f), g_f = grad_fn(params, False)
   np.testing.assert_allclose(np.asarray(lp_s), np.asarray(lp_f), atol=1e-5)
   np.testing.assert_array_equal(np.asarray(lp_s)[rmask == 0], 0.0)
   np.testing.assert_allclose(float(l_s), float(l_f), rtol=1e-5)
