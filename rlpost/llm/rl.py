@@ -26,6 +26,11 @@ One iteration (`RLTrainer.step`):
 The update is one jitted function that donates the train state. Micro-batches never split a
 group (a clear error otherwise) so group-level quantities stay inside one micro-batch.
 
+Shared prompts (`RLConfig.shared_prompt`, default on for fixed groups): the G completions of a
+group share their prompt, so the sampler prefills each prompt once and copies its keys/values to
+the G rows, and the log-prob passes and the update run the prompt once per group and only the
+response tokens per completion (`model.shared_prompt_hidden`); exact up to float rounding.
+
 Variable group sizes (a prompt sampler whose plan sets `counts`, e.g. V0 budgets): the rollout is
 a padded `[K, G_max]` grid with `groups["valid"]`; advantages use the registry's `group_mask`
 path (padding gets 0), and the update receives only the rl.batch_size real completions, so its
