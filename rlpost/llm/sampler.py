@@ -171,43 +171,57 @@ def _prefill(graphdef, params, cache, prompt, prompt_mask):
   return cache, model.hidden_to_logits(hidden[:, -1]), positions[:, -1] + 1
 
 
-def _prefill_shared_impl(graphdef, params, cache, prompt, prompt_mask, expand):
+@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
+def _prefill_shared_rows(graphdef, params, cache, prompt, prompt_mask, rows):
   """Prefill of U distinct prompts, copied to the B = len(cache) rows that continue them.
 
-  `expand` is a static int G (row r continues prompt r // G) or an int array [B] of prompt rows.
-  Each prompt is run once on a prompt-only cache; its keys/values, last logits and next position
-  are then copied to its rows and written into the donated [B, S] cache.
+  Row r continues prompt `rows[r]` (an int array [B]). Each prompt is run once on a prompt-only
+  cache; its keys/values, last logits and next position are then copied to its rows and written
+  into the donated [B, S] cache.
   """
   model = nnx.merge(graphdef, params)
+  small, logits, next_pos = _run_prompts(model, prompt, prompt_mask, cache[0][0].dtype)
+  start = (0, 0, 0, 0)
+  cache = [(jax.lax.dynamic_update_slice(ck, expand_rows(sk, rows), start),
+            jax.lax.dynamic_update_slice(cv, expand_rows(sv, rows), start))
+           for (ck, cv), (sk, sv) in zip(cache, small)]
+  return cache, expand_rows(logits, rows), expand_rows(next_pos, rows)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "expand"))
+def _prefill_prefix(graphdef, params, prompt, prompt_mask, expand):
+  """Prefill of U distinct prompts for G = `expand` consecutive rows each (B = U G).
+
+  Returns the U prompts' keys/values (the shared prefix that `_decode` reads in place) and the
+  last logits and next positions repeated to the B rows.
+  """
+  model = nnx.merge(graphdef, params)
+  prefix_kv, logits, next_pos = _run_prompts(model, prompt, prompt_mask, model.config.jnp_dtype)
+  return prefix_kv, expand_rows(logits, expand), expand_rows(next_pos, expand)
+
+
+def _run_prompts(model, prompt, prompt_mask, dtype):
   u, p = prompt.shape
-  small = init_cache(model.config, u, p, cache[0][0].dtype)
+  small = init_cache(model.config, u, p, dtype)
   causal = jnp.tril(jnp.ones((p, p), bool))
   positions = positions_from_mask(prompt_mask)
   hidden, small = model(prompt, positions, causal[None] & prompt_mask.astype(bool)[:, None, :],
                         cache=small, cache_index=0)
-  start = (0, 0, 0, 0)
-  cache = [(jax.lax.dynamic_update_slice(ck, expand_rows(sk, expand), start),
-            jax.lax.dynamic_update_slice(cv, expand_rows(sv, expand), start))
-           for (ck, cv), (sk, sv) in zip(cache, small)]
-  logits = expand_rows(model.hidden_to_logits(hidden[:, -1]), expand)
-  return cache, logits, expand_rows(positions[:, -1] + 1, expand)
-
-
-# expand as a static int G (a broadcast) or as a traced [B] index array (a gather).
-_prefill_shared = jax.jit(_prefill_shared_impl, static_argnames=("graphdef", "expand"),
-                          donate_argnames=("cache",))
-_prefill_shared_rows = jax.jit(_prefill_shared_impl, static_argnames=("graphdef",),
-                               donate_argnames=("cache",))
+  return small, model.hidden_to_logits(hidden[:, -1]), positions[:, -1] + 1
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "greedy", "top_k", "use_top_p", "pad_id"),
                    donate_argnames=("cache",))
 def _decode(graphdef, params, cache, logits, next_pos, prompt_mask, rng, max_new_tokens,
-            temperature, top_p, stop_ids, *, greedy, top_k, use_top_p, pad_id):
+            temperature, top_p, stop_ids, *, greedy, top_k, use_top_p, pad_id, prefix=None):
+  """The decode loop. Without `prefix` the cache holds [prompt, response] slots per row; with a
+  shared prefix (per-layer prompt keys/values [U, ...], prompt mask [U, P]) it holds only the
+  response slots and the prompts are read in place (`Decoder.__call__(prefix=...)`)."""
   model = nnx.merge(graphdef, params)
-  b, p = prompt_mask.shape
+  b = logits.shape[0]
+  p = 0 if prefix is not None else prompt_mask.shape[1]
   r = cache[0][1].shape[2] - p
-  prompt_keys = prompt_mask.astype(bool)
+  prompt_keys = prompt_mask.astype(bool)[:, :p]
 
   def cond(state):
     i, done = state[0], state[4]
@@ -228,7 +242,7 @@ def _decode(graphdef, params, cache, logits, next_pos, prompt_mask, rng, max_new
     done = done | (live & jnp.any(token[:, None] == stop_ids[None, :], axis=-1))
     keys = jnp.concatenate([prompt_keys, jnp.broadcast_to(jnp.arange(r) <= i, (b, r))], axis=1)
     hidden, cache = model(token[:, None], pos[:, None], keys[:, None, :], cache=cache,
-                          cache_index=p + i)
+                          cache_index=p + i, prefix=prefix)
     return (i + 1, cache, model.hidden_to_logits(hidden[:, 0]), pos + 1, done, toks, mask,
             logp, logp_t1, ent)
 
@@ -244,7 +258,7 @@ def compile_counts() -> dict[str, int]:
   """Number of compiled executables held by the prefill and decode jits (for recompile tests)."""
   # pylint: disable=protected-access
   return {"prefill": _prefill._cache_size(), "decode": _decode._cache_size(),
-          "prefill_shared": _prefill_shared._cache_size() + _prefill_shared_rows._cache_size()}
+          "prefill_shared": _prefill_prefix._cache_size() + _prefill_shared_rows._cache_size()}
 
 
 class Sampler:
@@ -315,29 +329,34 @@ class Sampler:
     if pb > p:  # more left padding
       prompt_tokens = np.pad(prompt_tokens, ((0, 0), (pb - p, 0)), constant_values=pad_id)
       prompt_mask = np.pad(prompt_mask, ((0, 0), (pb - p, 0)))
-    cache = self._caches.pop((b, pb + rb), None)
-    if cache is None:
-      cache = init_cache(self.config, b, pb + rb)
     rng = seed if isinstance(seed, jax.Array) else jax.random.key(seed)
     tokens, mask = jnp.asarray(prompt_tokens), jnp.asarray(prompt_mask)
+    prefix = None
+    # Cache slots per row: prompt + response, or only the response when a shared prefix holds
+    # the prompts.
+    length = rb if isinstance(expand, int) else pb + rb
+    cache = self._caches.pop((b, length), None)
+    if cache is None:
+      cache = init_cache(self.config, b, length)
     if expand is None:
       cache, logits, next_pos = _prefill(self.graphdef, self.params, cache, tokens, mask)
+    elif isinstance(expand, int):
+      prefix_kv, logits, next_pos = _prefill_prefix(self.graphdef, self.params, tokens, mask,
+                                                    expand=expand)
+      prefix = (prefix_kv, mask)
+      tokens, mask = expand_rows(tokens, expand), expand_rows(mask, expand)
     else:
-      static = isinstance(expand, int)
-      rows = expand if static else jnp.asarray(expand, jnp.int32)
-      if static:
-        cache, logits, next_pos = _prefill_shared(self.graphdef, self.params, cache, tokens, mask,
-                                                  expand=rows)
-      else:
-        cache, logits, next_pos = _prefill_shared_rows(self.graphdef, self.params, cache, tokens,
-                                                       mask, rows)
+      rows = jnp.asarray(expand, jnp.int32)
+      cache, logits, next_pos = _prefill_shared_rows(self.graphdef, self.params, cache, tokens,
+                                                     mask, rows)
       tokens, mask = expand_rows(tokens, rows), expand_rows(mask, rows)
     cache, toks, rmask, logp, logp_t1, ent = _decode(
         self.graphdef, self.params, cache, logits, next_pos, mask, rng,
         jnp.int32(max_new_tokens), jnp.float32(max(sampling.temperature, 1e-6)),
         jnp.float32(sampling.top_p or 1.0), sampling.stop_id_array(), greedy=sampling.greedy,
-        top_k=sampling.top_k, use_top_p=sampling.use_top_p, pad_id=sampling.pad_id)
-    self._caches[(b, pb + rb)] = cache
+        top_k=sampling.top_k, use_top_p=sampling.use_top_p, pad_id=sampling.pad_id,
+        prefix=prefix)
+    self._caches[(b, length)] = cache
     return SampleOutput(
         tokens=jnp.concatenate([tokens, toks], axis=1),
         attention_mask=jnp.concatenate([mask, rmask], axis=1),

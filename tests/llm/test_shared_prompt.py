@@ -1,5 +1,7 @@
 """Shared-prompt layout: each prompt runs once per group in the sampler's prefill, the log-prob
-passes and the update; its keys and values are copied to the group's completions."""
+passes and the update; the group's completions read its keys and values in place (shared-prefix
+attention, int groups) or from per-row copies (index groups). Also the hand-ordered Dense
+backward (`model.dense_matmul`)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,6 +99,47 @@ def test_shared_hidden_degenerate_rows_stay_finite(model):
   big = nnx.merge(graphdef, params)
   lp, ent = rl.shared_response_logp_entropy(big, prompts, pmask, resp, np.ones_like(resp), G)
   assert np.all(np.isfinite(np.asarray(lp))) and np.all(np.isfinite(np.asarray(ent)))
+
+
+def test_prefix_rows_must_be_a_multiple_of_the_prefixes(model):
+  prompts, pmask, resp, rmask, *_ = _batch()
+  prefix_kv = model_lib.init_cache(_CFG, U, P)
+  pos = np.zeros((U * G - 1, R), np.int32)
+  own = np.ones((U * G - 1, R, R), bool)
+  with pytest.raises(ValueError, match="prefix"):
+    model(resp[1:], pos, own, prefix=(prefix_kv, pmask))
+
+
+def test_prefix_attention_with_no_visible_keys_stays_finite(model):
+  """A prefix whose mask is all zero and rows whose own keys are all masked: no NaN."""
+  prompts, pmask, resp, *_ = _batch(4)
+  prefix_kv = model_lib.init_cache(_CFG, U, P)
+  pos = np.tile(np.arange(R, dtype=np.int32), (U * G, 1))
+  own = np.zeros((U * G, R, R), bool)
+  hidden, _ = model(resp, pos, own, prefix=(prefix_kv, np.zeros_like(pmask)))
+  assert np.all(np.isfinite(np.asarray(hidden)))
+
+
+@pytest.mark.parametrize("use_jit", [False, True])
+@pytest.mark.parametrize("x_shape", [(7, 5), (3, 4, 5)])
+def test_dense_matmul_matches_autodiff(use_jit, x_shape):
+  """Same values and gradients as plain `x @ w`; forward-over-reverse (an HVP) still works."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(5, 6)), jnp.float32)
+  loss = lambda mm: (lambda x, w: jnp.sum(jnp.sin(mm(x, w)) ** 2))
+  ours = jax.grad(loss(model_lib.dense_matmul), argnums=(0, 1))
+  plain = jax.grad(loss(lambda a, b: a @ b), argnums=(0, 1))
+  if use_jit:
+    ours, plain = jax.jit(ours), jax.jit(plain)
+  for a, b in zip(ours(x, w), plain(x, w)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(model_lib.dense_matmul(x, w)), np.asarray(x @ w),
+                             rtol=1e-6)
+  hvp = lambda mm: jax.jvp(lambda w_: jax.grad(loss(mm), argnums=1)(x, w_), (w,),
+                           (jnp.ones_like(w),))[1]
+  np.testing.assert_allclose(np.asarray(hvp(model_lib.dense_matmul)),
+                             np.asarray(hvp(lambda a, b: a @ b)), rtol=1e-4, atol=1e-5)
 
 
 def test_init_cache_layout():
