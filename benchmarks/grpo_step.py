@@ -1,7 +1,7 @@
 """One full GRPO iteration (64 completions x 64 tokens, G = 8) on the tiny Qwen2 config, rlpost vs
 TRL's GRPOTrainer on the same config and the same initial weights.
 
-  python benchmarks/grpo_step.py [--reps 3]
+  python benchmarks/grpo_step.py [--reps 5]
 
 GRPO: Shao et al., "DeepSeekMath", 2024, arXiv:2402.03300 (group-normalised advantages, PPO clip
 eps 0.2, k3 KL to a frozen reference with beta 0.04, per-sequence token-mean loss).
@@ -9,7 +9,9 @@ eps 0.2, k3 KL to a frozen reference with beta 0.04, per-sequence token-mean los
 rlpost side: `rlpost.llm.rl.RLTrainer.step` = KV-cache rollout (8 prompts x 8 completions, forced to
 64 new tokens: no stop token) + rewards + GRPO advantages + reference log-probs (the grpo preset
 has KL 0.04) + one jitted, donated update; the time is split by phase. One warm-up (compile) step,
-then `reps` timed steps. The default layout runs each prompt once per group of 8 completions
+then `reps` timed steps; s_per_step and the phase times are medians over the timed steps (this
+shared machine's step times spread by +-15 % within one run; the means and every step time are
+printed too). The default layout runs each prompt once per group of 8 completions
 (`RLConfig.shared_prompt`, exact up to float rounding); a second rlpost run with
 shared_prompt=False (every completion runs its whole 64 + 64 token sequence, as TRL does) is
 printed too, and the ratio uses the default layout. The update accumulates gradients over
@@ -31,7 +33,8 @@ generation_kwargs={"min_new_tokens": 64} (EOS masked, so every completion is 64 
 temperature 1, no top-k/top-p, prompts = "<bos>" + rlpost's prompt text, left-padded to 64 tokens
 (pad_to_multiple_of=64), dummy random 0/1 reward, no logging or saving. One trainer.train() call
 runs 1 + reps steps; a TrainerCallback stamps on_step_end, and s_per_step is the mean gap between
-consecutive on_step_end stamps (the whole loop iteration, the first step is the warm-up).
+consecutive on_step_end stamps (the whole loop iteration, the first step is the warm-up), and the
+phase times are medians too.
 `generate_s` is the wall time of the policy's `generate` call (wrapped), `score_and_ref_logprob_s`
 the rest of `_generate_and_score_completions` (tokenise, decode, reward, reference log-probs,
 advantages), `update_s` the rest of the step (policy forward/backward, clip, AdamW step, loop).
@@ -106,12 +109,15 @@ def bench_rlpost(reps: int, *, shared_prompt: bool = True,
     jax.block_until_ready(state["params"])
     rows.append({"step_s": time.perf_counter() - t0, **met})
   mean = lambda k: float(np.mean([r[k] for r in rows]))
+  med = lambda k: float(np.median([r[k] for r in rows]))
   return {"side": "rlpost", "shared_prompt": shared_prompt, "micro_batch_size": micro_batch_size,
           "config": "ModelConfig.tiny(qwen2)",
           "params": config.num_params(),
           "completions": COMPLETIONS, "new_tokens": NEW_TOKENS, "group_size": GROUP,
-          "s_per_step": mean("step_s"), "rollout_s": mean("time_rollout"),
-          "logprob_s": mean("time_logprob"), "train_s": mean("time_train"),
+          "s_per_step": med("step_s"), "s_per_step_mean": mean("step_s"),
+          "step_s_all": [round(r["step_s"], 3) for r in rows],
+          "rollout_s": med("time_rollout"), "logprob_s": med("time_logprob"),
+          "train_s": med("time_train"),
           "response_len_mean": mean("response_len_mean"),
           "completion_tokens_per_s": COMPLETIONS * mean("response_len_mean") / mean("step_s"),
           "first_step_s_incl_compile": compile_s, "reps": reps, "device": jax.devices()[0].platform}
@@ -212,9 +218,11 @@ def bench_trl(reps: int, *, completions: int = COMPLETIONS, new_tokens: int = NE
           "transformers_version": transformers.__version__, "config": "ModelConfig.tiny(qwen2)",
           "params": sum(p.numel() for p in policy.parameters()), "completions": completions,
           "new_tokens": new_tokens, "group_size": group,
-          "s_per_step": float(step_s.mean()), "generate_s": float(gen_s.mean()),
-          "score_and_ref_logprob_s": float(score_s.mean()),
-          "update_s": float((step_s - np.asarray(marks["score"][1:])).mean()),
+          "s_per_step": float(np.median(step_s)), "s_per_step_mean": float(step_s.mean()),
+          "step_s_all": [round(float(x), 3) for x in step_s],
+          "generate_s": float(np.median(gen_s)),
+          "score_and_ref_logprob_s": float(np.median(score_s)),
+          "update_s": float(np.median(step_s - np.asarray(marks["score"][1:]))),
           "step_begin_to_end_s": float((ends - begins)[1:].mean()),
           "response_len_mean": resp_len,
           "completion_tokens_per_s": completions * resp_len / float(step_s.mean()),
@@ -224,7 +232,7 @@ def bench_trl(reps: int, *, completions: int = COMPLETIONS, new_tokens: int = NE
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument("--reps", type=int, default=3)
+  parser.add_argument("--reps", type=int, default=5)
   parser.add_argument("--micro_batch_size", type=int, default=MICRO_BATCH,
                       help="rlpost's micro-batch (a multiple of 8 dividing 64)")
   parser.add_argument("--no_full_layout", action="store_true",

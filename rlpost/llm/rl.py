@@ -27,9 +27,12 @@ The update is one jitted function that donates the train state. Micro-batches ne
 group (a clear error otherwise) so group-level quantities stay inside one micro-batch.
 
 Shared prompts (`RLConfig.shared_prompt`, default on for fixed groups): the G completions of a
-group share their prompt, so the sampler prefills each prompt once and copies its keys/values to
-the G rows, and the log-prob passes and the update run the prompt once per group and only the
-response tokens per completion (`model.shared_prompt_hidden`); exact up to float rounding.
+group share their prompt, so the sampler prefills each prompt once and its G rows read the
+prompt's keys/values in place (shared-prefix attention), and the log-prob passes and the update
+run the prompt once per group and only the response tokens per completion
+(`model.shared_prompt_hidden`); exact up to float rounding. With KL in the loss and one on-policy
+epoch, the reference log-probs are computed per micro-batch inside the update
+(`RLConfig.fuse_ref_logprob`).
 
 Variable group sizes (a prompt sampler whose plan sets `counts`, e.g. V0 budgets): the rollout is
 a padded `[K, G_max]` grid with `groups["valid"]`; advantages use the registry's `group_mask`
@@ -105,6 +108,11 @@ class RLConfig:
   # (`model.shared_prompt_hidden`); the G completions reuse its keys and values. Exact up to
   # float rounding; False runs every completion's full sequence (variable groups always do).
   shared_prompt: bool = True
+  # With KL in the loss and one on-policy epoch, compute the reference log-probs of each
+  # micro-batch inside the update's accumulation loop instead of in a separate pass before it:
+  # the same values (same shapes and program per micro-batch), and XLA can overlap the reference
+  # forward with the policy's backward. False runs the separate pass (`time_logprob`).
+  fuse_ref_logprob: bool = True
 
   def __post_init__(self):
     for name in ("batch_size", "group_size", "micro_batch_size", "num_minibatches", "ppo_epochs",
@@ -225,10 +233,13 @@ def _combine(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
 
 def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
                      objective: objectives.Objective, rl_config: RLConfig, *, prompt_len: int):
-  """Jitted `update(state, batch, data_pos, objective_state) -> (state, metrics)`, state donated.
+  """Jitted `update(state, batch, data_pos, objective_state, ref_params=None) -> (state, metrics)`,
+  state donated.
 
   batch holds [B, ...] arrays: tokens, attention_mask (full [B, P + R]), mask, advantages,
-  sampler_logp (response grid [B, R]) and, when needed, old_logp and ref_logp. In the shared-prompt
+  sampler_logp (response grid [B, R]) and, when needed, old_logp and ref_logp. With `ref_params`
+  the update computes each micro-batch's ref_logp itself (`RLConfig.fuse_ref_logprob`; batch then
+  carries none). In the shared-prompt
   layout tokens / attention_mask are replaced by prompt_tokens / prompt_mask ([B / G, P], one row
   per group) and response_tokens / response_mask ([B, R]). Objectives whose
   selector reads training progress also get batch["progress"] = state step / rl.total_steps
@@ -288,12 +299,19 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def minibatch_update(params, opt_state, mbatch, rng, progress=None):
+  def ref_logp_fn(ref_params, mb):
+    ref = nnx.merge(graphdef, jax.lax.stop_gradient(ref_params))
+    hidden, targets, resp_mask = _response_hidden(ref, mb, prompt_len, cfg.group_size)
+    return _masked_logp_entropy(ref, hidden, targets, resp_mask)[0]
+
+  def minibatch_update(params, opt_state, mbatch, rng, progress=None, ref_params=None):
     head_adam = rl_extras.lm_head_adam(params, opt_state) if use_capo else None
 
     def micro(carry, xs):
       gsum, dsum = carry
       mb, i = xs
+      if ref_params is not None:  # fused reference pass (RLConfig.fuse_ref_logprob)
+        mb = {**mb, "ref_logp": ref_logp_fn(ref_params, mb)}
       (total, (denom, met)), g = grad_fn(params, mb, jax.random.fold_in(rng, i), head_adam,
                                          progress)
       return (jax.tree.map(jnp.add, gsum, g), dsum + denom), (total, met)
@@ -311,7 +329,8 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
     return params, opt_state, met
 
   @functools.partial(jax.jit, donate_argnums=0)
-  def update(state: TrainState, batch: dict[str, jax.Array], data_pos, objective_state):
+  def update(state: TrainState, batch: dict[str, jax.Array], data_pos, objective_state,
+             ref_params=None):
     params, opt_state = state["params"], state["opt_state"]
     rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
     progress = None
@@ -329,7 +348,7 @@ def make_update_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransforma
           mbatch[key] = a[k * n:(k + 1) * n].reshape((n_micro, m) + a.shape[1:])
         params, opt_state, met = minibatch_update(
             params, opt_state, mbatch, jax.random.fold_in(rng, epoch * cfg.num_minibatches + k),
-            progress)
+            progress, ref_params)
         all_mets.append(met)
     metrics = _combine({k: jnp.stack([m[k] for m in all_mets]) for k in all_mets[0]})
     new_state = {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1,
@@ -569,7 +588,9 @@ class RLTrainer:
     if not cfg.on_policy:
       old_logp = logprob_fn(state["params"])
       batch["old_logp"] = old_logp
-    if self.use_kl:
+    fuse_ref = (self.use_kl and cfg.fuse_ref_logprob and cfg.on_policy
+                and self.objective.config.kl_placement == "loss")
+    if self.use_kl and not fuse_ref:
       ref_logp = logprob_fn(self.ref_params)
       batch["ref_logp"] = ref_logp
     if old_logp is not None or ref_logp is not None:
@@ -594,7 +615,10 @@ class RLTrainer:
     batch["advantages"] = adv
     if cfg.mechanism_metrics:
       extra_out.update(self._mechanism_stats(adv, groups, mask))
-    state, met = self.update(state, batch, data_pos, obj_state)
+    if fuse_ref:  # reference log-probs per micro-batch inside the update
+      state, met = self.update(state, batch, data_pos, obj_state, self.ref_params)
+    else:
+      state, met = self.update(state, batch, data_pos, obj_state)
     met = jax.device_get(met)
     t3 = time.perf_counter()
     for k in ("capo_reject_frac",) + (("clip_frac", "nonzero_grad_frac")

@@ -15,7 +15,6 @@ from rlpost.llm import train
 from rlpost.llm.config import ModelConfig
 from rlpost.llm.tasks import generate_dataset
 from rlpost.llm.tasks import load_tokenizer
-from rlpost.llm.tasks import make_reward_fn
 
 _CFG = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
@@ -178,8 +177,14 @@ def test_sampler_bad_expand_names_the_argument(model, expand):
     sampler_lib.Sampler(model).generate(prompts, pmask, max_new_tokens=4, expand=expand)
 
 
+def _half_right(texts, recs):  # reward spread in every group of 4, so step 1 moves the params
+  del recs
+  return np.asarray([float(i % 4 < 2) for i in range(len(texts))], np.float32)
+
+
 def test_rl_step_shared_and_full_layouts_agree():
-  """One GRPO step (KL on) in each layout: same rollout, same metrics, same new params."""
+  """Two GRPO steps (KL on) in each layout, and with the reference pass fused into the update or
+  run before it: same rollout, same metrics, same new params."""
   tiny = ModelConfig(vocab_size=384, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128)
   tok = load_tokenizer()
@@ -187,22 +192,24 @@ def test_rl_step_shared_and_full_layouts_agree():
   pool = generate_dataset(24, split="train", level=1, families=("sum", "difference"))
   opt = train.make_optimizer(learning_rate=1e-2)
   results = []
-  for shared in (True, False):
+  for shared, fuse in ((True, True), (False, True), (True, False)):
     cfg = rl.RLConfig(batch_size=8, group_size=4, micro_batch_size=4, max_new_tokens=12,
-                      shared_prompt=shared)
+                      shared_prompt=shared, fuse_ref_logprob=fuse)
     obj = rl.make_objective("grpo", max_new_tokens=12)
     tr = rl.RLTrainer(graphdef=graphdef, params=params, tokenizer=tok, objective=obj,
                       rl_config=cfg, optimizer=opt, pool=pool, data_seed=0, prompt_len=64,
-                      reward_fn=make_reward_fn(), ref_params=params)
+                      reward_fn=_half_right, ref_params=params)
     state = train.init_train_state(params, opt, seed=0)
     for _ in range(2):  # the second step has params != ref, so the KL term is live
       state, met = tr.step(state)
     results.append((jax.tree.map(np.asarray, state["params"]), met))
     assert tr.update._cache_size() == 1  # pylint: disable=protected-access
-  (p_s, m_s), (p_f, m_f) = results
-  for key in ("reward_mean", "accuracy", "response_len_mean", "zero_spread_frac"):
-    assert m_s[key] == m_f[key], key
-  np.testing.assert_allclose(m_s["kl"], m_f["kl"], rtol=1e-3, atol=1e-7)
-  np.testing.assert_allclose(m_s["loss"], m_f["loss"], rtol=1e-3, atol=1e-6)
-  for a, b in zip(jax.tree.leaves(p_s), jax.tree.leaves(p_f)):
-    np.testing.assert_allclose(a, b, atol=1e-4)
+  (p_s, m_s), *others = results
+  assert m_s["kl"] > 0 and m_s["time_logprob"] < others[-1][1]["time_logprob"]
+  for p_f, m_f in others:
+    for key in ("reward_mean", "accuracy", "response_len_mean", "zero_spread_frac"):
+      assert m_s[key] == m_f[key], key
+    np.testing.assert_allclose(m_s["kl"], m_f["kl"], rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(m_s["loss"], m_f["loss"], rtol=1e-3, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(p_s), jax.tree.leaves(p_f)):
+      np.testing.assert_allclose(a, b, atol=1e-4)
