@@ -7,7 +7,7 @@ GRPO: Shao et al., "DeepSeekMath", 2024, arXiv:2402.03300 (group-normalised adva
 eps 0.2, k3 KL to a frozen reference with beta 0.04, per-sequence token-mean loss).
 
 rlpost side: `rlpost.llm.rl.RLTrainer.step` = KV-cache rollout (8 prompts x 8 completions, forced to
-64 new tokens: no stop token) + rewards + GRPO advantages + reference log-probs (the grpo preset
+64 new tokens: no stop token; two concurrent chunks of 4 prompts, `RLConfig.rollout_shards`) + rewards + GRPO advantages + reference log-probs (the grpo preset
 has KL 0.04) + one jitted, donated update; the time is split by phase. One warm-up (compile) step,
 then `reps` timed steps; s_per_step and the phase times are medians over the timed steps (this
 shared machine's step times spread by +-15 % within one run; the means and every step time are

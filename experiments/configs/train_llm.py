@@ -77,7 +77,9 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
       max_resample_rounds=4, format_weight=0.0, learning_rate=1e-4, warmup_steps=0,
       weight_decay=0.0, max_grad_norm=1.0, eval_every=0,
       # Run each prompt once per group (rlpost.llm.rl.RLConfig.shared_prompt); exact up to rounding.
-      shared_prompt=True))
+      shared_prompt=True,
+      # Rollout chunks sampled concurrently, one thread each (rlpost.llm.rl.RLConfig.rollout_shards).
+      rollout_shards=2))
   c.eval = ml_collections.ConfigDict(dict(split="test", size=500, batch_size=250))
   if arg == "default":
     c.task.style = MIXED_STYLE

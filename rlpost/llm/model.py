@@ -215,6 +215,9 @@ class Attention(nnx.Module):
     v = self.v_proj(x).reshape(b, t, nkv, d)
     q = q.reshape(b, t, nkv, groups, d)
     new_kv = None
+    if cache_kv is None and prefix_kv is not None:  # teacher-forced rows after a shared prefix
+      out = _prefix_attention_head_major(q, k, v, prefix_kv, mask, prefix_mask, self.dtype)
+      return self.o_proj(out), None
     if cache_kv is None:
       scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(self.dtype),
                           preferred_element_type=jnp.float32) * (d ** -0.5)
@@ -268,6 +271,43 @@ class Attention(nnx.Module):
     if out_p is not None:
       out = out + out_p
     return self.o_proj(out.reshape(b, t, self.num_heads * d)), new_kv
+
+
+def _prefix_attention_head_major(q, k, v, prefix_kv, mask, prefix_mask, dtype) -> jax.Array:
+  """Shared-prefix attention of B = U * N rows over T new tokens each, laid out head-major.
+
+  q [B, T, KV, G, D], k / v [B, T, KV, D], prefix keys / values [U, KV, D, P] / [U, KV, P, D]
+  (`init_cache` layout), mask [B, T, T] over the rows' own keys, prefix_mask [U, P]. Returns
+  [B, T, KV * G * D]. The same attention as the generic path in `Attention.__call__` (one softmax
+  over prefix and own keys; Hydragen, arXiv:2402.05099), but q, k and v are transposed once to
+  [U, KV, N, G * T, D] so every product has its batch dimensions (U, KV[, N]) leading and the
+  prefix product is one [N * G * T, D] x [D, P] matrix product per (prompt, KV head): XLA:CPU
+  then inserts no layout copies around the products in the forward or the backward pass (a
+  one-layer micro-benchmark on the GRPO-step shapes ran fwd 2.0 vs 3.0 ms and fwd+bwd 4.8 vs
+  5.6 ms).
+  """
+  b, t, nkv, groups, d = q.shape
+  pk, pv = prefix_kv
+  u, p = pk.shape[0], pk.shape[-1]
+  n = b // u
+  scale = d ** -0.5
+  fill = jnp.finfo(jnp.float32).min
+  qh = q.reshape(u, n, t, nkv, groups, d).transpose(0, 3, 1, 4, 2, 5).reshape(
+      u, nkv, n, groups * t, d)
+  kh = k.reshape(u, n, t, nkv, d).transpose(0, 3, 1, 2, 4).astype(dtype)  # [U, KV, N, T, D]
+  vh = v.reshape(u, n, t, nkv, d).transpose(0, 3, 1, 2, 4).astype(dtype)
+  own = jnp.einsum("uknqd,uknsd->uknqs", qh, kh, preferred_element_type=jnp.float32) * scale
+  own_mask = jnp.broadcast_to(mask.reshape(u, 1, n, 1, t, t), (u, 1, n, groups, t, t))
+  own = jnp.where(own_mask.reshape(u, 1, n, groups * t, t), own, fill)
+  pre = jnp.einsum("ukqd,ukdp->ukqp", qh.reshape(u, nkv, n * groups * t, d), pk.astype(dtype),
+                   preferred_element_type=jnp.float32) * scale
+  pre = jnp.where(prefix_mask[:, None, None, :], pre, fill).reshape(u, nkv, n, groups * t, p)
+  probs = jax.nn.softmax(jnp.concatenate([pre, own], axis=-1), axis=-1).astype(dtype)
+  out_pre = jnp.einsum("ukqp,ukpd->ukqd", probs[..., :p].reshape(u, nkv, n * groups * t, p),
+                       pv.astype(dtype))
+  out_own = jnp.einsum("uknqs,uknsd->uknqd", probs[..., p:], vh)
+  out = out_pre.reshape(u, nkv, n, groups, t, d) + out_own.reshape(u, nkv, n, groups, t, d)
+  return out.transpose(0, 2, 4, 1, 3, 5).reshape(b, t, nkv * groups * d)
 
 
 class MLP(nnx.Module):

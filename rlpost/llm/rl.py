@@ -2,7 +2,8 @@
 
 One iteration (`RLTrainer.step`):
   1. rollout: P prompts from the data stream, G completions each with the KV-cache sampler
-     (Shao et al., "DeepSeekMath" / GRPO, 2024, arXiv 2402.03300);
+     (Shao et al., "DeepSeekMath" / GRPO, 2024, arXiv 2402.03300), in `rollout_shards` chunks
+     of whole groups sampled concurrently from host threads;
   2. rewards r = reward_fn(response, record) (0/1 accuracy, optional format term), shaped by the
      objective (DAPO overlong penalty, in tokens);
      DAPO dynamic sampling (Yu et al., 2025, arXiv 2503.14476): groups whose correctness has zero
@@ -113,10 +114,14 @@ class RLConfig:
   # the same values (same shapes and program per micro-batch), and XLA can overlap the reference
   # forward with the policy's backward. False runs the separate pass (`time_logprob`).
   fuse_ref_logprob: bool = True
+  # Rollout chunks sampled concurrently, one host thread each (`Sampler.generate(shards=...)`):
+  # a decode step's small matmuls keep about one core busy, so two chunks of whole groups use
+  # both cores of a 2-core machine. Chunk s samples with fold_in(key, s); 1 = one call.
+  rollout_shards: int = 2
 
   def __post_init__(self):
     for name in ("batch_size", "group_size", "micro_batch_size", "num_minibatches", "ppo_epochs",
-                 "max_new_tokens"):
+                 "max_new_tokens", "rollout_shards"):
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"rl.{name} must be a positive int, got {v!r}")
@@ -488,7 +493,7 @@ class RLTrainer:
     out = self.sampler.generate(toks, mask, max_new_tokens=cfg.max_new_tokens,
                                 temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                                 stop_ids=(self.eos_id,), pad_id=self.pad_id, seed=key,
-                                expand=expand)
+                                expand=expand, shards=cfg.rollout_shards)
     rt, rm = np.asarray(out.response_tokens), np.asarray(out.response_mask)
     texts = decode_responses(self.tokenizer, rt, rm)
     recs = [r for r, c in zip(records, counts) for _ in range(c)]

@@ -25,6 +25,7 @@ one allocation per bucket is reused across calls.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 from typing import Any, Optional, Sequence
@@ -278,7 +279,9 @@ class Sampler:
     self.graphdef, self.params = nnx.split(model)
     self.min_prompt_bucket = min_prompt_bucket
     self.min_response_bucket = min_response_bucket
-    self._caches: dict[tuple[int, int], Any] = {}
+    self._caches: dict[tuple[int, int, int], Any] = {}
+    self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None  # for shards > 1
+    self._pool_size = 0
 
   def set_params(self, params: Any) -> None:
     self.params = params
@@ -286,13 +289,21 @@ class Sampler:
   def generate(self, prompt_tokens: Any, prompt_mask: Any, *, max_new_tokens: int,
                temperature: float = 1.0, top_k: Optional[int] = None,
                top_p: Optional[float] = None, stop_ids: Sequence[int] = (), pad_id: int = 0,
-               seed: int | jax.Array = 0, expand: Optional[int | Sequence[int]] = None
-               ) -> SampleOutput:
+               seed: int | jax.Array = 0, expand: Optional[int | Sequence[int]] = None,
+               shards: int = 1) -> SampleOutput:
     """Samples up to `max_new_tokens` per row; rows stop after emitting a stop id (kept).
 
     `expand` samples several completions per prompt with one prefill per distinct prompt: an int
     G gives G consecutive rows per prompt (B = U * G), an index sequence [B] gives row r the
     prompt `expand[r]`. The outputs then have B rows; without it, one row per prompt.
+
+    `shards` > 1 splits the prompts into that many contiguous chunks (at most one per prompt)
+    and runs one prefill + decode per chunk, each from its own host thread, so the chunks execute
+    concurrently (XLA:CPU runs executions issued from different threads in parallel; a decode
+    step's small matmuls otherwise keep ~one core busy). Chunk s samples with
+    `fold_in(key, s)`, so a result depends on (seed, shards); with shards=1 the key is used as
+    is. Outputs are concatenated in prompt order. An index-array `expand` always runs as one
+    chunk.
     """
     sampling = SamplingParams(temperature=float(temperature), top_k=top_k, top_p=top_p,
                               stop_ids=tuple(int(s) for s in stop_ids), pad_id=int(pad_id))
@@ -324,18 +335,48 @@ class Sampler:
         raise ValueError(f"expand must be an int or a non-empty 1-D index array into the {u} "
                          f"prompts, got {expand!r}")
       b = int(expand.size)
+    if isinstance(shards, bool) or not isinstance(shards, (int, np.integer)) or shards < 1:
+      raise ValueError(f"shards must be an int >= 1, got {shards!r}")
     pb = bucket_size(p, minimum=self.min_prompt_bucket)
     rb = bucket_size(max_new_tokens, minimum=self.min_response_bucket)
     if pb > p:  # more left padding
       prompt_tokens = np.pad(prompt_tokens, ((0, 0), (pb - p, 0)), constant_values=pad_id)
       prompt_mask = np.pad(prompt_mask, ((0, 0), (pb - p, 0)))
     rng = seed if isinstance(seed, jax.Array) else jax.random.key(seed)
+    n = min(int(shards), u) if not isinstance(expand, np.ndarray) else 1
+    run = functools.partial(self._run, max_new_tokens=max_new_tokens, sampling=sampling, rb=rb,
+                            pb=pb)
+    if n == 1:
+      return run(prompt_tokens, prompt_mask, rng, expand, b, 0)
+    chunks = np.array_split(np.arange(u), n)
+    per = 1 if expand is None else expand
+
+    def one(s):
+      rows = chunks[s]
+      out = run(prompt_tokens[rows], prompt_mask[rows], jax.random.fold_in(rng, s), expand,
+                len(rows) * per, s)
+      return jax.block_until_ready(out)
+
+    if self._pool is None or self._pool_size < n:
+      self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=n,
+                                                         thread_name_prefix="rlpost-sampler")
+      self._pool_size = n
+    outs = list(self._pool.map(one, range(n)))
+    cat = lambda name: jnp.concatenate([getattr(o, name) for o in outs], axis=0)
+    return SampleOutput(**{f: cat(f) for f in ("tokens", "attention_mask", "response_tokens",
+                                               "response_mask", "lengths", "logp", "logp_t1",
+                                               "entropy")}, prompt_length=pb)
+
+  def _run(self, prompt_tokens: np.ndarray, prompt_mask: np.ndarray, rng: jax.Array, expand,
+           b: int, slot: int, *, max_new_tokens: int, sampling: SamplingParams, rb: int,
+           pb: int) -> SampleOutput:
+    """One prefill + decode on bucket-padded prompts; `slot` keys this chunk's cache buffer."""
     tokens, mask = jnp.asarray(prompt_tokens), jnp.asarray(prompt_mask)
     prefix = None
     # Cache slots per row: prompt + response, or only the response when a shared prefix holds
     # the prompts.
     length = rb if isinstance(expand, int) else pb + rb
-    cache = self._caches.pop((b, length), None)
+    cache = self._caches.pop((b, length, slot), None)
     if cache is None:
       cache = init_cache(self.config, b, length)
     if expand is None:
@@ -356,7 +397,7 @@ class Sampler:
         jnp.float32(sampling.top_p or 1.0), sampling.stop_id_array(), greedy=sampling.greedy,
         top_k=sampling.top_k, use_top_p=sampling.use_top_p, pad_id=sampling.pad_id,
         prefix=prefix)
-    self._caches[(b, length)] = cache
+    self._caches[(b, length, slot)] = cache
     return SampleOutput(
         tokens=jnp.concatenate([tokens, toks], axis=1),
         attention_mask=jnp.concatenate([mask, rmask], axis=1),

@@ -192,11 +192,13 @@ def accuracy_stats(correct: Sequence[float]) -> dict[str, float]:
 
 
 def evaluate(sampler, params: Any, tokenizer, records: Sequence[Any], *, prompt_len: int,
-             max_new_tokens: int, batch_size: int = 250) -> dict[str, float]:
+             max_new_tokens: int, batch_size: int = 250, shards: int = 2) -> dict[str, float]:
   """Greedy-decoding accuracy (mean, stderr) of the policy `params` on `records`.
 
   Batches have a fixed size (the last is padded by repeating records and the padding is
-  dropped), so evaluation compiles once.
+  dropped), so evaluation compiles once. Each batch is decoded as `shards` concurrent chunks
+  (`Sampler.generate(shards=...)`; greedy, so the chunking changes no token beyond float
+  rounding).
   """
   sampler.set_params(params)
   prompts = encode_prompts(tokenizer, records, max_len=prompt_len)
@@ -209,7 +211,7 @@ def evaluate(sampler, params: Any, tokenizer, records: Sequence[Any], *, prompt_
     idx = chunk + [chunk[-1]] * (batch_size - len(chunk))
     toks, mask = left_pad([prompts[i] for i in idx], pad_id=pad, length=prompt_len)
     out = sampler.generate(toks, mask, max_new_tokens=max_new_tokens, temperature=0.0,
-                           stop_ids=(eos,), pad_id=pad, seed=0)
+                           stop_ids=(eos,), pad_id=pad, seed=0, shards=shards)
     rt, rm = np.asarray(out.response_tokens), np.asarray(out.response_mask)
     texts = decode_responses(tokenizer, rt, rm)
     for j, i in enumerate(chunk):

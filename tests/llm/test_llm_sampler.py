@@ -122,3 +122,46 @@ def test_errors_name_the_values(model):
   with pytest.raises(ValueError, match="top_p"):
     sampler_lib.SamplingParams(top_p=0.0)
   assert sampler_lib.bucket_size(17) == 32 and sampler_lib.bucket_size(3) == 16
+
+
+@pytest.mark.parametrize("expand", [None, 3])
+def test_shards_equal_separate_calls_on_the_chunks(model, expand):
+  """shards=2 runs chunk s of the prompts with fold_in(key, s), concurrently; the result is the
+  concatenation of the two single calls (same program per chunk, so bit-identical)."""
+  tokens, mask = _prompts(seed=4, lengths=(5, 9, 3, 7, 2))
+  key = jax.random.key(11)
+  kw = dict(max_new_tokens=10, temperature=1.0, stop_ids=(3,), expand=expand)
+  out = sampler_lib.Sampler(model).generate(tokens, mask, seed=key, shards=2, **kw)
+  ref = sampler_lib.Sampler(model)
+  parts = [ref.generate(tokens[rows], mask[rows], seed=jax.random.fold_in(key, s), **kw)
+           for s, rows in enumerate((slice(0, 3), slice(3, 5)))]
+  rows = 5 * (expand or 1)
+  for field in ("tokens", "attention_mask", "response_tokens", "response_mask", "lengths", "logp",
+                "logp_t1", "entropy"):
+    got = np.asarray(getattr(out, field))
+    assert got.shape[0] == rows, field
+    np.testing.assert_array_equal(got, np.concatenate([np.asarray(getattr(p, field))
+                                                       for p in parts]), err_msg=field)
+  assert out.prompt_length == parts[0].prompt_length
+  # The chunks draw different streams: the second chunk is not a copy of a one-call sample.
+  one = sampler_lib.Sampler(model).generate(tokens, mask, seed=key, shards=1, **kw)
+  assert not np.array_equal(np.asarray(one.response_tokens), np.asarray(out.response_tokens))
+
+
+def test_greedy_shards_match_one_call(model):
+  tokens, mask = _prompts(seed=5, lengths=(4, 8, 6, 3))
+  sampler = sampler_lib.Sampler(model)
+  kw = dict(max_new_tokens=8, temperature=0.0, expand=2)
+  one = sampler.generate(tokens, mask, shards=1, **kw)
+  for shards in (2, 3, 9):  # 9 > 4 prompts: one chunk per prompt
+    out = sampler.generate(tokens, mask, shards=shards, **kw)
+    np.testing.assert_array_equal(np.asarray(out.response_tokens), np.asarray(one.response_tokens))
+    np.testing.assert_allclose(np.asarray(out.logp), np.asarray(one.logp), atol=1e-5)
+    assert np.all(np.isfinite(np.asarray(out.entropy)))
+
+
+@pytest.mark.parametrize("shards", [0, -1, True, 1.5, "2"])
+def test_bad_shards_name_the_argument(model, shards):
+  tokens, mask = _prompts()
+  with pytest.raises(ValueError, match="shards"):
+    sampler_lib.Sampler(model).generate(tokens, mask, max_new_tokens=4, shards=shards)

@@ -52,6 +52,7 @@ def _trainer(setup, name="grpo", reward_fn=None, **rl_kw):
     (dict(batch_size=16, group_size=4, micro_batch_size=8, num_minibatches=4), "micro_batch_size"),
     (dict(ppo_epochs=0), "ppo_epochs"),
     (dict(temperature=0.0), "temperature"),
+    (dict(rollout_shards=0), "rollout_shards"),
 ])
 def test_rl_config_errors_name_the_field(kw, field):
   with pytest.raises(ValueError, match=field):
