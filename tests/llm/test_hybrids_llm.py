@@ -168,8 +168,16 @@ def test_hpt_routes_all_wrong_to_sft_and_solved_to_rl(setup, groups):
   np.testing.assert_allclose(loss, sft_l, rtol=1e-5)
   assert _cos(grad, sft_g) > 0.9999
   mixed = trainer.make_batch(_with(groups, [[0, 0, 0, 0], [1, 0, 1, 0]]), 0)
-  (_, aux), _ = _loss_and_grad(setup, trainer, mixed)
-  assert float(aux["sft_fraction"]) == 0.5 and float(aux["rl_loss"]) != 0.0
+  (_, aux), g_mixed = _loss_and_grad(setup, trainer, mixed)
+  assert float(aux["sft_fraction"]) == 0.5
+  # The mixed group is routed to RL: flipping its rewards flips its policy-gradient term. (Its RL
+  # loss VALUE can be exactly 0: on-policy, group-normalised advantages sum to 0, and with equal
+  # response lengths every completion has the same weight.)
+  flipped = trainer.make_batch(_with(groups, [[0, 0, 0, 0], [0, 1, 0, 1]]), 0)
+  (_, aux_f), g_flipped = _loss_and_grad(setup, trainer, flipped)
+  assert float(aux_f["sft_fraction"]) == 0.5
+  assert max(float(jnp.abs(a - b).max()) for a, b in
+             zip(jax.tree.leaves(g_mixed), jax.tree.leaves(g_flipped))) > 1e-6
   solved = trainer.make_batch(_with(groups, [[0, 1, 0, 0], [1, 0, 1, 0]]), 0)
   (loss, aux), _ = _loss_and_grad(setup, trainer, solved)
   assert float(aux["sft_fraction"]) == 0.0 and float(aux["sft_loss"]) == 0.0

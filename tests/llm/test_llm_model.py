@@ -118,3 +118,22 @@ def test_sft_cross_entropy_is_mean_negative_logprob(model):
   np.testing.assert_allclose(sft(model, tokens, mask, loss_mask), expected, rtol=1e-5)
   # No loss positions at all: zero, not NaN.
   assert float(sft(model, tokens, mask, jnp.zeros_like(mask))) == 0.0
+
+
+def test_apply_rope_equals_rotate_half_form_jitted_and_at_degenerate_positions():
+  """apply_rope equals HF's x * cos + rotate_half(x) * sin on the tables from rope_cos_sin,
+  with and without jit; position 0 is the identity."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 5, 3, 8)), jnp.float32)
+  for positions in (jnp.asarray(rng.integers(0, 4000, size=(2, 5))), jnp.zeros((2, 5), jnp.int32)):
+    cos, sin = model_lib.rope_cos_sin(positions, 8, 1e4)
+    rotate_half = jnp.concatenate([-x[..., 4:], x[..., :4]], axis=-1)
+    want = x * cos[:, :, None] + rotate_half * sin[:, :, None]
+    got = model_lib.apply_rope(x, cos, sin)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(jax.jit(model_lib.apply_rope)(x, cos, sin)),
+                               np.asarray(got), atol=1e-6)
+    assert np.all(np.isfinite(np.asarray(got)))
+  # position 0 is the identity
+  cos0, sin0 = model_lib.rope_cos_sin(jnp.zeros((2, 5), jnp.int32), 8, 1e4)
+  np.testing.assert_allclose(np.asarray(model_lib.apply_rope(x, cos0, sin0)), np.asarray(x))

@@ -165,3 +165,27 @@ def test_bad_shards_name_the_argument(model, shards):
   tokens, mask = _prompts()
   with pytest.raises(ValueError, match="shards"):
     sampler_lib.Sampler(model).generate(tokens, mask, max_new_tokens=4, shards=shards)
+
+
+def test_inverse_cdf_draw_matches_the_distribution_and_skips_filtered_tokens():
+  logits = jnp.asarray([[2.0, 1.0, -jnp.inf, 0.5, 0.0, -jnp.inf],
+                        [0.0, 0.0, 0.0, 0.0, 0.0, 30.0]], jnp.float32)
+  logq = jax.nn.log_softmax(logits, axis=-1)
+  n = 100_000
+  draw = jax.jit(jax.vmap(lambda k: sampler_lib.inverse_cdf_draw(k, logq)))
+  tokens = np.asarray(draw(jax.random.split(jax.random.key(3), n)))
+  assert tokens.dtype == np.int32 and tokens.min() >= 0 and tokens.max() <= 5
+  freq = np.stack([np.bincount(tokens[:, r], minlength=6) / n for r in range(2)])
+  probs = np.exp(np.asarray(logq))
+  # 5 standard errors of a binomial proportion (p(1 - p) / n <= 0.25 / n)
+  np.testing.assert_allclose(freq, probs, atol=5 * 0.5 / np.sqrt(n))
+  assert freq[0, 2] == 0 and freq[0, 5] == 0  # -inf entries never drawn
+  # Degenerate rows: one finite entry, and all mass in the last entry, draw that entry.
+  one = jax.nn.log_softmax(jnp.asarray([[-jnp.inf, -jnp.inf, 1.0], [-jnp.inf, 4.0, -jnp.inf]]))
+  got = np.asarray(jax.vmap(lambda k: sampler_lib.inverse_cdf_draw(k, one))(
+      jax.random.split(jax.random.key(4), 64)))
+  assert np.all(got[:, 0] == 2) and np.all(got[:, 1] == 1)
+  # jit and no-jit agree
+  k = jax.random.key(5)
+  np.testing.assert_array_equal(np.asarray(sampler_lib.inverse_cdf_draw(k, logq)),
+                                np.asarray(jax.jit(sampler_lib.inverse_cdf_draw)(k, logq)))
