@@ -137,3 +137,25 @@ def test_apply_rope_equals_rotate_half_form_jitted_and_at_degenerate_positions()
   # position 0 is the identity
   cos0, sin0 = model_lib.rope_cos_sin(jnp.zeros((2, 5), jnp.int32), 8, 1e4)
   np.testing.assert_allclose(np.asarray(model_lib.apply_rope(x, cos0, sin0)), np.asarray(x))
+
+
+@pytest.mark.parametrize("key_layout", ["bksd", "bkds"])
+def test_head_major_attention_equals_einsum_attention(key_layout):
+  """`_attention_head_major` (used by every teacher-forced pass and the prefill) against the
+  plain grouped-query formula, with and without jit; a fully masked query row stays finite."""
+  rng = np.random.default_rng(1)
+  b, t, s, kv, g, d = 3, 5, 7, 2, 2, 8
+  q = jnp.asarray(rng.normal(size=(b, t, kv, g, d)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(b, s, kv, d)), jnp.float32)
+  v = jnp.asarray(rng.normal(size=(b, s, kv, d)), jnp.float32)
+  mask = jnp.asarray(rng.random((b, t, s)) < 0.7).at[0, 1].set(False)
+  scores = jnp.einsum("btkgd,bskd->bkgts", q, k) / np.sqrt(d)
+  scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+  want = jnp.einsum("bkgts,bskd->btkgd", jax.nn.softmax(scores, axis=-1), v).reshape(b, t, -1)
+  keys = k.transpose(0, 2, 1, 3) if key_layout == "bksd" else k.transpose(0, 2, 3, 1)
+  fn = lambda *a: model_lib._attention_head_major(*a, jnp.float32, key_layout=key_layout)  # pylint: disable=protected-access
+  got = fn(q, keys, v.transpose(0, 2, 1, 3), mask)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(jax.jit(fn)(q, keys, v.transpose(0, 2, 1, 3), mask)),
+                             np.asarray(got), atol=1e-6)
+  assert np.all(np.isfinite(np.asarray(got)))
