@@ -302,7 +302,7 @@ def _prefix_attention_head_major(q, k, v, prefix_kv, mask, prefix_mask, dtype) -
 
   q [B, T, KV, G, D], k / v [B, T, KV, D], prefix keys / values [U, KV, D, P] / [U, KV, P, D]
   (`init_cache` layout), mask [B, T, T] over the rows' own keys, prefix_mask [U, P]. Returns
-  [B, T, KV * G * D]. The same attention as the generic path in `Attention.__call__` (one softmax
+  [B, T, KV * G * D]. The same attention as the decode path in `Attention.__call__` (one softmax
   over prefix and own keys; Hydragen, arXiv:2402.05099), but q, k and v are transposed once to
   [U, KV, N, G * T, D] so every product has its batch dimensions (U, KV[, N]) leading and the
   prefix product is one [N * G * T, D] x [D, P] matrix product per (prompt, KV head): XLA:CPU
